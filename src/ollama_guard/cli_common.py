@@ -62,7 +62,8 @@ def emit_report(report: Report, fmt: str | None, output: Path | None, fail_on: s
     from ollama_guard.reports import render
 
     resolved = resolve_format(fmt, output)
-    text = render(report, resolved)
+    # Colour only when the table goes straight to a terminal, never into a file.
+    text = render(report, resolved, color=(output is None and stdout_is_terminal()) or None)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

@@ -1,0 +1,60 @@
+"""The standalone HTML report: one self-contained page (inline CSS, no scripts), autoescaped."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ollama_guard.findings import Report
+from ollama_guard.reports.common import (
+    TOOL_NAME,
+    TOOL_VERSION,
+    finished_at,
+    iso_time,
+    jsonable,
+    severity_order,
+)
+
+
+@cache
+def _environment() -> Environment:
+    # autoescape is ON for everything: finding text comes from scanned hosts and model files.
+    return Environment(
+        loader=PackageLoader("ollama_guard.reports", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(report: Report) -> str:
+    counts = report.counts()
+    findings = [
+        {
+            "finding": f,
+            "evidence": json.dumps(jsonable(f.evidence), indent=2, ensure_ascii=False, sort_keys=True)
+            if f.evidence
+            else "",
+        }
+        for f in report.sorted_findings()
+    ]
+    summary_extra = [
+        (str(k), json.dumps(jsonable(v), ensure_ascii=False) if isinstance(v, dict | list) else str(v))
+        for k, v in report.summary.items()
+    ]
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        tool_name=TOOL_NAME,
+        tool_version=TOOL_VERSION,
+        command=report.command,
+        started_at=iso_time(report.started_at),
+        finished_at=iso_time(finished_at(report)),
+        total=len(report.findings),
+        counts=[(s.value, counts[s.value]) for s in severity_order()],
+        summary_extra=summary_extra,
+        findings=findings,
+        sections=report.sections,
+    )
