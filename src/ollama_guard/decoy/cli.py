@@ -1,0 +1,200 @@
+"""`ollama-guard decoy`: run the Ollama-compatible decoy server."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ollama_guard.decoy.app import DecoyApp
+from ollama_guard.decoy.cors import default_origins, origins_from_env
+from ollama_guard.decoy.hostguard import is_loopback_listener
+from ollama_guard.decoy.requestlog import RequestLog
+from ollama_guard.decoy.serverlog import ServerLog
+from ollama_guard.decoy.state import DecoySettings, DecoyState
+from ollama_guard.errors import InputError
+from ollama_guard.ollama.versions import InvalidVersion, parse_version
+
+READY_PREFIX = "ollama-guard decoy listening on "
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0 = any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot resolve --host {host!r}: {exc.strerror}") from exc
+    family, socktype, proto, _, address = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_for(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+@click.command("decoy")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=11434,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free port.",
+)
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model store in Ollama's layout. Default: a fresh temporary directory, deleted on exit "
+    "(the decoy never touches ~/.ollama unless you point it there).",
+)
+@click.option(
+    "--ollama-version",
+    default="0.6.5",
+    show_default=True,
+    help="Version to report and emulate (e.g. 0.1.33 answers like the old versions did).",
+)
+@click.option(
+    "--seed-models",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Create this many small fake models at start (deterministic names and contents).",
+)
+@click.option(
+    "--request-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON line per request (written before the response's last byte is sent).",
+)
+@click.option(
+    "--server-log",
+    help="Also write an Ollama-format server log (startup lines, one [GIN] line per request) to this file; "
+    "'-' = stderr.",
+)
+@click.option(
+    "--origins",
+    default=None,
+    help="Extra allowed CORS origins, comma-separated ('*' allows all). Default: $OLLAMA_ORIGINS.",
+)
+@click.option(
+    "--stream-delay",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 10),
+    help="Seconds between streamed chunks.",
+)
+@click.option("--no-host-guard", is_flag=True, help="Disable the Host-header check on loopback listeners.")
+def decoy(
+    host: str,
+    port: int,
+    models_dir: Path | None,
+    ollama_version: str,
+    seed_models: int,
+    request_log: Path | None,
+    server_log: str | None,
+    origins: str | None,
+    stream_delay: float,
+    no_host_guard: bool,
+) -> None:
+    """Serve an Ollama-compatible API backed by a real on-disk model store and fake, deterministic models.
+
+    Prints `ollama-guard decoy listening on URL` as its first stdout line once it accepts connections.
+    Never makes a network connection of its own (pull fabricates models locally, push only records).
+    """
+    try:
+        version = parse_version(ollama_version)
+    except InvalidVersion as exc:
+        raise InputError(str(exc)) from None
+    user_origins = origins.split(",") if origins is not None else origins_from_env()
+    sock = bind_socket(host, port)
+    temporary = models_dir is None
+    root = Path(tempfile.mkdtemp(prefix="ollama-guard-decoy-")) if models_dir is None else models_dir
+    log: RequestLog | None = None
+    gin_log: ServerLog | None = None
+    try:
+        settings = DecoySettings(
+            version=str(version) if ollama_version.startswith("v") else ollama_version,
+            models_dir=root.resolve(),
+            origins=tuple(default_origins(user_origins, str(version))),
+            host_guard=not no_host_guard and is_loopback_listener(sock.getsockname()[0]),
+            stream_delay=stream_delay,
+        )
+        state = DecoyState.open(settings)
+        if seed_models:
+            state.seed(seed_models)
+        log = RequestLog(request_log) if request_log is not None else None
+        if server_log is not None:
+            gin_log = ServerLog(server_log)
+            bound_host, bound_port = sock.getsockname()[:2]
+            gin_log.startup(
+                host=bound_host,
+                port=bound_port,
+                models_dir=settings.models_dir,
+                origins=list(settings.origins),
+                version=settings.version,
+                blobs=sum(1 for _ in state.store.iter_blobs()),
+            )
+        state.server_log = gin_log
+        serve(DecoyApp(state, log, gin_log), sock, settings)
+    except OSError as exc:
+        raise InputError(f"decoy failed: {exc}") from exc
+    finally:
+        sock.close()
+        if log is not None:
+            log.close()
+        if gin_log is not None:
+            gin_log.close()
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def serve(app: DecoyApp, sock: socket.socket, settings: DecoySettings) -> None:
+    """Run uvicorn (uvloop + httptools) on an already bound socket; print the ready line once serving."""
+    import uvicorn
+
+    url = url_for(sock)
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                click.echo(f"{READY_PREFIX}{url}")
+                sys.stdout.flush()
+                click.echo(f"models dir: {settings.models_dir}", err=True)
+
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        server_header=False,
+        date_header=True,
+    )
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        _Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: leave through `finally` blocks (temp dir removal)."""
+    raise SystemExit(0)

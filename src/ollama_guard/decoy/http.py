@@ -1,0 +1,160 @@
+"""Minimal ASGI plumbing for the decoy: a request view and response senders (no framework)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = "application/json; charset=utf-8"
+NDJSON_TYPE = "application/x-ndjson"
+SSE_TYPE = "text/event-stream"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were reading its body or streaming to it."""
+
+
+_GO_HTML_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON as Go's encoding/json writes it: no spaces, non-ASCII kept, and `<`, `>`, `&`, U+2028,
+    U+2029 escaped (json.Marshal's HTML escaping; those characters only occur inside JSON strings)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    for raw, escaped in _GO_HTML_ESCAPES:
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text.encode()
+
+
+@dataclass
+class Request:
+    """What a handler needs to know about one HTTP request."""
+
+    scope: Scope
+    receive: Receive
+    method: str
+    raw_path: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    client: str
+    path_params: dict[str, str] = field(default_factory=dict)
+    _body: bytes | None = None
+
+    @classmethod
+    def from_scope(cls, scope: Scope, receive: Receive) -> Request:
+        raw = scope.get("raw_path")
+        raw_path = raw.decode("latin-1") if raw else scope["path"]
+        raw_path = raw_path.split("?", 1)[0]
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        client = scope.get("client")
+        client_text = f"{client[0]}:{client[1]}" if client else ""
+        return cls(
+            scope=scope,
+            receive=receive,
+            method=scope["method"].upper(),
+            raw_path=raw_path,
+            path=unquote(raw_path),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            client=client_text,
+        )
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """First value of a header (case-insensitive name)."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return default
+
+    async def body(self) -> bytes:
+        """The whole request body (read once, then cached)."""
+        if self._body is None:
+            chunks: list[bytes] = []
+            async for chunk in self.stream():
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The request body chunk by chunk (only usable once, and not after body())."""
+        if self._body is not None:
+            yield self._body
+            return
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+def _header_list(content_type: str | None, extra: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    if content_type:
+        headers.append((b"content-type", content_type.encode()))
+    for key, value in (extra or {}).items():
+        headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+    return headers
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
+    """A complete response with a Content-Length."""
+    headers = _header_list(content_type, extra_headers)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_json(send: Send, status: int, obj: Any, extra_headers: dict[str, str] | None = None) -> None:
+    await send_bytes(send, status, json_bytes(obj), JSON_TYPE, extra_headers)
+
+
+async def send_text(send: Send, status: int, text: str, extra_headers: dict[str, str] | None = None) -> None:
+    await send_bytes(send, status, text.encode(), TEXT_TYPE, extra_headers)
+
+
+async def send_error(send: Send, status: int, message: str) -> None:
+    """Ollama's error shape: {"error": "..."}."""
+    await send_json(send, status, {"error": message})
+
+
+async def send_stream(
+    send: Send,
+    status: int,
+    content_type: str,
+    chunks: AsyncIterator[bytes],
+    extra_headers: dict[str, str] | None = None,
+) -> None:
+    """A chunked response; every chunk is handed to the server (and so to the socket) as it is produced."""
+    headers = _header_list(content_type, extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
