@@ -199,3 +199,34 @@ def test_cli_subprocess_json():
     proc = _run("--version", "0.17.0", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert "CVE-2026-7482" in {item["id"] for item in json.loads(proc.stdout)}
+
+
+# --- confirmed vs possibly affected -------------------------------------------------------------
+
+
+def test_unfixed_advisory_is_confirmed_up_to_the_reported_version_and_low_after() -> None:
+    from ollama_guard.ollama.advisories import get_advisory
+
+    adv = get_advisory("CVE-2024-12055")  # sources report <= 0.3.14; no fix published
+    assert adv.affects("0.3.14") and adv.affects("0.33.0")  # the conservative range stays open
+    assert adv.confirmed_for("0.3.14") and adv.severity_for("0.3.14") is Severity.HIGH
+    assert not adv.confirmed_for("0.3.15") and adv.severity_for("0.3.15") is Severity.LOW
+    assert "0.3.14" in adv.confidence_note("0.4.0")
+    assert adv.confidence_note("0.3.14") == ""
+
+
+def test_code_evidence_of_a_fix_lowers_the_severity_from_that_version() -> None:
+    from ollama_guard.ollama.advisories import get_advisory
+
+    adv = get_advisory("CVE-2025-51471")  # likely fixed in 0.14.3 (commit history)
+    assert adv.severity_for("0.6.7") is adv.severity
+    assert adv.severity_for("0.14.3") is Severity.LOW
+    assert "0.14.3" in adv.confidence_note("0.20.0")
+
+
+def test_missing_auth_advisories_are_marked_as_requiring_an_open_api() -> None:
+    from ollama_guard.ollama.advisories import load_advisories
+
+    open_api = {a.id for a in load_advisories() if a.requires_open_api}
+    assert {"CVE-2025-63389", "CNVD-2025-04094"} <= open_api
+    assert "CVE-2024-37032" not in open_api

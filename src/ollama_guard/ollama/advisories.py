@@ -84,6 +84,12 @@ class Advisory(BaseModel):
     affected: str = ""  # human-readable range, derived from `ranges` when not given
     fixed: str | None = None
     likely_fixed: str | None = None  # code evidence of a fix that no advisory source lists yet
+    # With no published fix the range is open-ended (conservative); this is the newest version any
+    # source actually reports as affected. Newer versions are "possibly affected", not confirmed.
+    reported_through: str | None = None
+    # The advisory is the unauthenticated API itself (missing auth, open pull/push): it does not apply
+    # where every request must authenticate (e.g. behind ollama-guard serve).
+    requires_open_api: bool = False
     references: list[str] = Field(default_factory=list)
     notes: str = ""
     check: str = ""
@@ -94,7 +100,7 @@ class Advisory(BaseModel):
             raise ValueError(f"{self.id}: at least one affected range is required")
         if not self.affected:
             object.__setattr__(self, "affected", "; ".join(r.describe() for r in self.ranges))
-        for v in (self.fixed, self.likely_fixed):
+        for v in (self.fixed, self.likely_fixed, self.reported_through):
             if v is not None:
                 parse_version(v)
         return self
@@ -111,6 +117,35 @@ class Advisory(BaseModel):
         """Whether this Ollama version is affected (raises InvalidVersion for a bad string)."""
         v = parse_version(version)
         return any(r.contains(v) for r in self.ranges)
+
+    def confirmed_for(self, version: OllamaVersion | str) -> bool:
+        """Whether a source confirms this (affected) version, rather than only the open-ended range.
+
+        False past `reported_through`, or at/after `likely_fixed` (code evidence of a fix).
+        """
+        v = parse_version(version)
+        if self.likely_fixed is not None and v >= parse_version(self.likely_fixed):
+            return False
+        return self.reported_through is None or v <= parse_version(self.reported_through)
+
+    def severity_for(self, version: OllamaVersion | str) -> Severity:
+        """The advisory's severity where confirmed; LOW where the version is only possibly affected.
+
+        Keeps an up-to-date server from failing `--fail-on high` on advisories that no source reports for
+        its version, while still listing them.
+        """
+        return self.severity if self.confirmed_for(version) else Severity.LOW
+
+    def confidence_note(self, version: OllamaVersion | str) -> str:
+        """One sentence for a finding's detail explaining an unconfirmed match ('' when confirmed)."""
+        if self.confirmed_for(version):
+            return ""
+        parts = ["No fixed release is published, so every version is treated as possibly affected"]
+        if self.reported_through:
+            parts.append(f"sources report versions up to {self.reported_through}")
+        if self.likely_fixed:
+            parts.append(f"Ollama's code history suggests a fix in {self.likely_fixed}")
+        return "; ".join(parts) + "."
 
     def names(self) -> list[str]:
         return [self.id, *self.aliases]

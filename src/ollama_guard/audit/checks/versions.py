@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from ollama_guard.audit.checks.common import outcome
 from ollama_guard.audit.context import AuditContext, lower
+from ollama_guard.audit.exposure import Posture
 from ollama_guard.audit.fixes import CommandFix, Fix
 from ollama_guard.audit.registry import Outcome, check
 from ollama_guard.findings import Severity
@@ -84,9 +85,10 @@ def advisories(ctx: AuditContext) -> Iterator[Outcome]:
     steps = ctx.posture_steps()
     for version, sources in detected_versions(ctx).items():
         for adv in advisories_for(version):
-            likely = adv.likely_fixed is not None and version >= parse_version(adv.likely_fixed)
-            severity = lower(adv.severity, steps + (1 if likely else 0))
-            note = f" Code evidence suggests it is fixed in {adv.likely_fixed}." if likely else ""
+            if adv.requires_open_api and ctx.posture is Posture.GATEWAY:
+                continue  # the advisory is the open API itself, and only the gateway is reachable
+            severity = lower(adv.severity_for(version), steps)
+            note = f" {adv.confidence_note(version)}" if not adv.confirmed_for(version) else ""
             aliases = f" ({', '.join(adv.aliases)})" if adv.aliases else ""
             yield outcome(
                 "advisory",
