@@ -11,7 +11,7 @@ import pytest
 
 from ollama_guard.cli import main
 
-SCHEMA = Path("/work/shared/data/sarif-schema-2.1.0.json")
+SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
