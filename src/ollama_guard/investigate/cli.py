@@ -1,0 +1,120 @@
+"""`ollama-guard investigate`: signs of attack in Ollama's logs and the gateway's audit log."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+
+import click
+
+from ollama_guard.cli_common import emit_report, report_options
+from ollama_guard.errors import InputError
+from ollama_guard.investigate.analyze import analyze
+from ollama_guard.investigate.events import ClientClassifier
+from ollama_guard.investigate.report import build_report
+from ollama_guard.investigate.rules import load_rules, parse_window
+from ollama_guard.investigate.sources import (
+    TextSource,
+    docker_source,
+    file_source,
+    journal_source,
+    sort_by_first_time,
+)
+from ollama_guard.ollama.logformat import parse_tz
+
+
+def parse_since(value: str, tz: tzinfo, now: datetime | None = None) -> datetime:
+    """``2024-08-19``, ``2024-08-19T14:00``, ``2024-08-19 14:00:00+02:00`` (no zone → --tz), or a
+    duration back from now: ``90m``, ``24h``, ``7d``."""
+    text = value.strip()
+    try:
+        return (now or datetime.now(UTC)) - timedelta(seconds=parse_window(text))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"bad --since {value!r}: use a date/time like 2024-08-19T14:00 or a duration like 24h"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+
+
+def _check_cidrs(values: tuple[str, ...]) -> list[str]:
+    out = []
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise InputError(f"bad --trusted network {value!r} (expected a CIDR like 10.0.0.0/8)") from None
+        out.append(value)
+    return out
+
+
+@click.command("investigate")
+@click.argument("logfiles", nargs=-1, metavar="[LOGFILE]...")
+@click.option("--journal", is_flag=True, help="Read the ollama unit's journal (journalctl -u ollama).")
+@click.option("--docker", "container", metavar="CONTAINER", help="Read `docker logs -t CONTAINER`.")
+@click.option("--audit-db", metavar="URL", help="Also read the gateway's audit log (sqlite:///PATH or postgresql://…).")
+@click.option("--since", metavar="TIME", help="Only activity from TIME on (ISO date/time, or 24h, 7d, …).")
+@click.option("--trusted", multiple=True, metavar="CIDR",
+              help="A network whose clients are yours (like loopback). Repeatable.")
+@click.option("--tz", "tz_name", default="UTC", show_default=True, metavar="ZONE",
+              help="Zone of the server's local time in gin access lines (UTC, local, +02:00, Europe/Paris).")
+@report_options
+@click.pass_context
+def investigate(
+    ctx: click.Context,
+    logfiles: tuple[str, ...],
+    journal: bool,
+    container: str | None,
+    audit_db: str | None,
+    since: str | None,
+    trusted: tuple[str, ...],
+    tz_name: str,
+    fmt: str | None,
+    output: Path | None,
+    fail_on: str,
+) -> None:
+    """Find signs of attack in Ollama server logs and the gateway audit log; write an incident report.
+
+    LOGFILE: Ollama server logs (plain, gzip-rotated, journald-prefixed, `docker logs -t`, with or
+    without colours); `-` reads standard input. With no source at all, standard input is read when it
+    is not a terminal.
+    """
+    started = datetime.now(UTC)
+    try:
+        tz = parse_tz(tz_name)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    since_at = parse_since(since, tz) if since else None
+    classifier = ClientClassifier(_check_cidrs(trusted))
+
+    sources: list[TextSource] = [file_source(arg) for arg in logfiles]
+    if sum(1 for s in sources if s.stdin) > 1:
+        raise InputError("'-' (standard input) can be given only once")
+    names = [s.name for s in sources]
+    for src in sources:  # two "server.log" from different directories: name them by path
+        if src.path is not None and names.count(src.name) > 1:
+            src.name = str(src.path)
+    sources = sort_by_first_time(sources)
+    if journal:
+        sources.append(journal_source(since_at))
+    if container:
+        sources.append(docker_source(container))
+    if not sources and not audit_db:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise click.UsageError(
+                "give log files, '-', --journal, --docker CONTAINER or --audit-db URL "
+                "(or pipe a log into standard input)",
+                ctx=ctx,
+            )
+        sources.append(file_source("-"))
+
+    analysis = analyze(sources, audit_db, rules=load_rules(), classifier=classifier, tz=tz, since=since_at)
+    names = [s.name for s in sources] + (["audit-db"] if audit_db else [])
+    report = build_report(analysis, sources=names, tz_label=tz_name if tz_name else "UTC", since=since_at,
+                          started_at=started)
+    ctx.exit(emit_report(report, fmt, output, fail_on))

@@ -1,0 +1,444 @@
+"""Splits a block of log bytes into the lines that need the full parser and the bulk that does not.
+
+Most of a busy server's log is gin lines from the owner (loopback) hitting read and inference
+endpoints. No rule can fire on them, but the timeline wants their counts. This module finds them with
+vectorised byte arithmetic (numpy) on gin's fixed column layout and only counts them; every other line
+that could matter — gin lines from anyone else, from loopback on other endpoints or statuses, lines
+that deviate from the exact layout (colours, IPv6, queries), and non-gin lines carrying one of the
+markers the parser looks for — is handed to the parser with its line number, in order. Without numpy
+(or with ``fast=None``) every line goes to the parser; the result is the same, only slower.
+
+gin layout (no colours), offsets from ``[GIN] ``::
+
+    [GIN] 2024/08/19 - 14:13:01 | 200 |     414.019µs |       127.0.0.1 | POST     "/api/chat"
+    0     6                     28    34               50(+1 with µ)     68(+o)    79(+o) = opening quote
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ollama_guard.investigate.events import LOOPBACK, TRUSTED
+
+try:  # numpy ships with the gguf dependency; the scanner degrades gracefully without it
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised only where numpy is missing
+    np = None  # type: ignore[assignment]
+
+PAD = 160  # zero bytes after the data so fixed-offset gathers never leave the buffer
+MARKERS = (b"server config", b"Listening on", b"part(s)", b"panic: ", b"fatal error: ", b"SIG",
+           b"Main process exited")
+CRASH_MARKERS = (b"panic: ", b"fatal error: ", b"SIG", b"Main process exited")
+CONTEXT_BACK_LINES = 200  # how far back (in lines) a crash looks for the requests before it
+CONTEXT_REQUESTS = 5
+TRACE_LINES = 40
+MAX_OWNER_BINS = 4_000_000
+
+_K1, _K2 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
+
+
+@dataclass
+class FastConfig:
+    """What the fast path may count instead of parsing: requests from the owner's clients (loopback and
+    --trusted) on ``endpoints`` whose (client class, endpoint, status) can match no rule."""
+
+    endpoints: tuple[tuple[str, str], ...]
+    client_class: Callable[[str], str]
+    is_quiet: Callable[[str, str, str, int], bool]  # (client, method, path, status)
+    owner_classes: frozenset[str] = frozenset({LOOPBACK, TRUSTED})
+    since_key: bytes | None = None  # "YYYY/MM/DD - HH:MM:SS" in the log's zone; older lines are dropped
+    has_trusted: bool = True  # False: only loopback can be an owner (no --trusted networks)
+    _quiet_cache: dict[tuple[str, int, int], bool] = field(default_factory=dict)
+
+    def quiet(self, client: str, endpoint_index: int, status: int) -> bool:
+        cls = self.client_class(client)
+        key = (cls, endpoint_index, status)
+        hit = self._quiet_cache.get(key)
+        if hit is None:
+            method, path = self.endpoints[endpoint_index]
+            hit = self.is_quiet(client, method, path, status)
+            self._quiet_cache[key] = hit
+        return hit
+
+
+@dataclass
+class SlowLine:
+    index: int  # 0-based line index within the block
+    text: str
+    context: list[tuple[int, str]] | None = None  # crash lines: preceding gin lines (index, text)
+
+
+@dataclass
+class BlockResult:
+    lines: int
+    slow: list[SlowLine]
+    # client → {(method, path, status): count} and the first/last gin timestamps counted for it
+    counts: dict[str, dict[tuple[str, str, int], int]] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+    dropped_before_since: int = 0  # well-formed gin lines older than --since (counted, not analysed)
+    dropped_span: tuple[str, str] | None = None
+
+
+def available() -> bool:
+    return np is not None
+
+
+def decode(raw: bytes | bytearray | memoryview) -> str:
+    return bytes(raw).decode("utf-8", "replace")
+
+
+def all_lines(data: bytes) -> BlockResult:
+    """The parser sees every line (slow path)."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return BlockResult(len(lines), [SlowLine(i, t) for i, t in enumerate(lines)])
+
+
+class _Table:
+    """The endpoints the fast path knows, grouped by path length, as 64-bit words (method column
+    ``"POST    "`` and path + closing quote, zero-padded) for vectorised comparison."""
+
+    def __init__(self, endpoints: tuple[tuple[str, str], ...]) -> None:
+        self.by_length: dict[int, list[tuple[int, int, list[int]]]] = {}
+        for index, (method, path) in enumerate(endpoints):
+            mword = int.from_bytes(method.encode().ljust(7)[:7] + b" ", "little")
+            body = path.encode() + b'"'
+            if len(body) > 24:
+                continue
+            words = [int.from_bytes(body[k : k + 8].ljust(8, b"\0"), "little")
+                     for k in range(0, len(body), 8)]
+            self.by_length.setdefault(len(body) - 1, []).append((index, mword, words))
+
+
+_TABLES: dict[tuple[tuple[str, str], ...], _Table] = {}
+
+
+def scan_block(
+    data: bytes | bytearray, fast: FastConfig | None, padded: bool = False, length: int | None = None
+) -> BlockResult:
+    """Classify the lines of ``data`` (whole lines; the last may lack its newline).
+
+    ``padded``: the log bytes are ``data[:length]`` (default: all but the last ``PAD`` bytes) and at
+    least ``PAD`` zero bytes follow them.
+    """
+    if padded:
+        n = length if length is not None else len(data) - PAD
+    if fast is None or np is None:
+        return all_lines(bytes(data[:n]) if padded else bytes(data))
+    if not padded:
+        data = bytes(data) + bytes(PAD)
+        n = len(data) - PAD
+    if n <= 0:
+        return BlockResult(0, [])
+    table = _TABLES.get(fast.endpoints)
+    if table is None:
+        table = _TABLES[fast.endpoints] = _Table(fast.endpoints)
+    a = np.frombuffer(data, dtype=np.uint8)
+    words = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, offset=0, strides=(1,))
+    body = a[:n]
+    nl = np.flatnonzero(body == 10)
+    ends_open = data[n - 1] != 10
+    lines = len(nl) + (1 if ends_open else 0)
+    line_end = np.append(nl, n) if ends_open else nl  # end offset (exclusive of "\n") per line
+    result = BlockResult(lines, [])
+
+    starts = np.empty(lines, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = line_end[:-1] + 1
+    # gin lines: "[GIN] " right after the prefix every line of this log has (journald, docker -t, …);
+    # lines with another prefix length are found by the marker search below and parsed
+    is_gin = np.zeros(lines, dtype=bool)
+    prefix = _dominant_prefix(data, starts, line_end)
+    if prefix is not None:
+        cand = starts + prefix
+        is_gin = (words[cand] & np.uint64(_GIN_MASK)) == np.uint64(_GIN_WORD)
+        is_gin &= cand + 6 <= line_end
+    gline = np.flatnonzero(is_gin)
+    g = starts[gline] + (prefix or 0)
+
+    ok, o, status = _exact_layout(a, words, g)
+    # the path: the closing quote must end the line; look it up among the known endpoints
+    close = line_end[gline] - 1  # lines ending in "\r\n" are left to the parser
+    plen = close - (o + 80)
+    ok &= a[close] == 34
+    ep = _endpoint_index(table, words, o, plen, ok)
+    ok &= ep >= 0
+
+    # --since: well-formed gin lines that are older are dropped (timestamps compare as text)
+    keep = np.ones(len(g), dtype=bool)
+    if fast.since_key is not None:
+        older = _older_than(data, g, fast.since_key)
+        dropped = np.flatnonzero(ok & older)
+        keep = ~(ok & older)
+        result.dropped_before_since = len(dropped)
+        if len(dropped):
+            result.dropped_span = (decode(data[g[dropped[0]] + 6 : g[dropped[0]] + 27]),
+                                   decode(data[g[dropped[-1]] + 6 : g[dropped[-1]] + 27]))
+        ok &= ~older
+
+    # the owner's clients (loopback, --trusted) on quiet (endpoint, status) pairs are only counted
+    owners, owner_of = _owner_clients(fast, data, words, o, ok)
+    ok &= owner_of >= 0
+    fast_idx = np.flatnonzero(ok)
+    if len(fast_idx):
+        n_ep = len(fast.endpoints)
+        code = (owner_of[fast_idx] * n_ep + ep[fast_idx]) * 1000 + status[fast_idx]
+        if len(owners) * n_ep * 1000 <= MAX_OWNER_BINS:
+            tally = np.bincount(code)
+            codes = np.flatnonzero(tally)
+            counts = tally[codes]
+        else:
+            codes, counts = np.unique(code, return_counts=True)
+        loud = []
+        for c, cnt in zip(codes.tolist(), counts.tolist(), strict=True):
+            st = c % 1000
+            owner, epi = divmod(c // 1000, n_ep)
+            client = owners[owner]
+            if fast.quiet(client, epi, st):
+                method, path = fast.endpoints[epi]
+                bucket = result.counts.setdefault(client, {})
+                bucket[(method, path, st)] = bucket.get((method, path, st), 0) + cnt
+            else:
+                loud.append(c)
+        if loud:
+            loud_lines = np.isin(code, np.array(loud, dtype=np.int64))
+            ok[fast_idx[loud_lines]] = False
+            fast_idx = fast_idx[~loud_lines]
+        if len(fast_idx):
+            who = owner_of[fast_idx]
+            for k, client in enumerate(owners):
+                mine = fast_idx if len(owners) == 1 else fast_idx[who == k]
+                if len(mine):
+                    f, last = int(g[mine[0]]), int(g[mine[-1]])
+                    result.first[client] = decode(data[f + 6 : f + 27])
+                    result.last[client] = decode(data[last + 6 : last + 27])
+
+    slow_gin = gline[~ok & keep]
+    marked = _marker_lines(data, line_end, is_gin)
+    _collect(data, nl, line_end, is_gin, gline, slow_gin, marked, result)
+    return result
+
+
+_GIN_WORD = int.from_bytes(b"[GIN] ", "little")
+_GIN_MASK = (1 << 48) - 1
+MAX_PREFIX = PAD - 90
+
+
+def _dominant_prefix(data: bytes | bytearray, starts: np.ndarray, line_end: np.ndarray) -> int | None:
+    """The most common offset of "[GIN] " within a line, from a sample of lines spread over the block."""
+    step = max(1, len(starts) // 64)
+    seen: dict[int, int] = {}
+    for s0, e0 in zip(starts[::step].tolist(), line_end[::step].tolist(), strict=True):
+        pos = data.find(b"[GIN] ", s0, e0)
+        if 0 <= pos - s0 <= MAX_PREFIX:
+            seen[pos - s0] = seen.get(pos - s0, 0) + 1
+    return max(seen, key=lambda k: seen[k]) if seen else None
+
+
+def _word_check(spec: dict[int, int]) -> tuple[int, int]:
+    """(mask, value) testing the given byte positions (0..7) of a little-endian 64-bit word."""
+    mask = value = 0
+    for pos, byte in spec.items():
+        mask |= 0xFF << (8 * pos)
+        value |= byte << (8 * pos)
+    return mask, value
+
+
+_SP, _BAR, _SLASH, _DASH, _COLON, _QUOTE = 32, 124, 47, 45, 58, 34
+# words read at g+6, g+14, g+22, g+30 (g = the "[" of "[GIN] ") and at o+66, o+74
+_CHECK_G6 = _word_check({4: _SLASH, 7: _SLASH})  # "2024/08/"
+_CHECK_G14 = _word_check({2: _SP, 3: _DASH, 4: _SP, 7: _COLON})  # "19 - 14:"
+_CHECK_G22 = _word_check({2: _COLON, 5: _SP, 6: _BAR, 7: _SP})  # "13:01 | "
+_CHECK_G30 = _word_check({3: _SP, 4: _BAR, 5: _SP})  # "200 |   "
+_CHECK_O66 = _word_check({1: _SP, 2: _BAR, 3: _SP})  # "1 | POST"
+_CHECK_O74 = _word_check({3: _SP, 4: _SP, 5: _QUOTE})  # "   \"/ap"
+
+
+def _test(word: np.ndarray, check: tuple[int, int]) -> np.ndarray:
+    return (word & np.uint64(check[0])) == np.uint64(check[1])
+
+
+def _exact_layout(
+    a: np.ndarray, words: np.ndarray, g: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which gin lines have gin's exact uncoloured layout, the offset base ``o`` of their columns after
+    the latency (``g`` or ``g + 1`` when the latency holds the two-byte "µ"), and their status."""
+    ok = _test(words[g + 6], _CHECK_G6) & _test(words[g + 14], _CHECK_G14) & _test(words[g + 22], _CHECK_G22)
+    w30 = words[g + 30]
+    ok &= _test(w30, _CHECK_G30)
+    # three ASCII digits: high nibbles 3, and adding 6 to each low nibble must not carry
+    ok &= (w30 & np.uint64(0xF0F0F0)) == np.uint64(0x303030)
+    ok &= ((w30 + np.uint64(0x060606)) & np.uint64(0xF0F0F0)) == np.uint64(0x303030)
+    lo = (w30 & np.uint64(0x0F0F0F)).astype(np.int64)
+    status = (lo & 0xF) * 100 + ((lo >> 8) & 0xF) * 10 + (lo >> 16)
+    w46 = words[g + 46]  # bytes 46..53: the "|" after the latency is at 50, or 51 after a "µ"
+    at50 = ((w46 >> np.uint64(32)) & np.uint64(0xFF)) == np.uint64(_BAR)
+    at51 = ((w46 >> np.uint64(40)) & np.uint64(0xFF)) == np.uint64(_BAR)
+    ok &= at50 | at51
+    o = g + (~at50 & at51)
+    ok &= _test(words[o + 66], _CHECK_O66) & _test(words[o + 74], _CHECK_O74)
+    return ok, o, status
+
+
+def _endpoint_index(table: _Table, words: np.ndarray, o: np.ndarray, plen: np.ndarray,
+                    ok: np.ndarray) -> np.ndarray:
+    """Index into ``FastConfig.endpoints`` of each line's (method, path), or -1."""
+    ep = np.full(len(o), -1, dtype=np.int64)
+    idx = np.flatnonzero(ok & (plen >= 0) & (plen <= 32))
+    if not len(idx):
+        return ep
+    lengths = plen[idx].astype(np.int16)
+    order = np.argsort(lengths, kind="stable")  # radix sort for 16-bit keys
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(lengths, minlength=34))))
+    for length, entries in table.by_length.items():
+        sel = idx[order[bounds[length] : bounds[length + 1]]]
+        if not len(sel):
+            continue
+        base = o[sel]
+        mword = words[base + 70]
+        path_words = []
+        for k in range(0, length + 1, 8):
+            w = words[base + 80 + k]
+            nbytes = min(8, length + 1 - k)
+            if nbytes < 8:
+                w = w & np.uint64((1 << (8 * nbytes)) - 1)
+            path_words.append(w)
+        for index, method_word, expected in entries:
+            hit = mword == np.uint64(method_word)
+            for w, e in zip(path_words, expected, strict=True):
+                hit &= w == np.uint64(e)
+            ep[sel[hit]] = index
+    return ep
+
+
+def _older_than(data: bytes | bytearray, g: np.ndarray, since_key: bytes) -> np.ndarray:
+    be = np.ndarray(shape=(len(data) - 7,), dtype=">u8", buffer=data, offset=0, strides=(1,))
+    key = since_key + b"\0\0\0"
+    s = [int.from_bytes(key[k : k + 8], "big") for k in (0, 8, 16)]
+    t0, t1 = be[g + 6], be[g + 14]
+    t2 = be[g + 22] & np.uint64(0xFFFFFFFFFF000000)
+    return (t0 < s[0]) | ((t0 == s[0]) & ((t1 < s[1]) | ((t1 == s[1]) & (t2 < s[2]))))
+
+
+def _owner_clients(fast: FastConfig, data: bytes | bytearray, words: np.ndarray, o: np.ndarray,
+                   ok: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The distinct owner clients among the ``ok`` lines, and per line the index of its client in that
+    list (-1: not an owner, or not ``ok``). Clients are told apart by their 15-byte address column."""
+    owner_of = np.full(len(o), -1, dtype=np.int64)
+    owners: list[str] = []
+    # loopback first: almost all lines of a busy owner, compared directly
+    w0_all = words[o + 52]
+    w1_all = words[o + 59]
+    for column in (b"      127.0.0.1", b"            ::1"):
+        client = column.decode().strip()
+        if fast.client_class(client) not in fast.owner_classes:
+            continue
+        same = ok & (w0_all == np.uint64(int.from_bytes(column[:8], "little")))
+        same &= w1_all == np.uint64(int.from_bytes(column[7:15], "little"))
+        if same.any():
+            owner_of[same] = len(owners)
+            owners.append(client)
+    idx = np.flatnonzero(ok & (owner_of < 0))
+    if not len(idx) or not fast.has_trusted:
+        return owners, owner_of
+    w0 = w0_all[idx]
+    w1 = w1_all[idx]  # bytes 7..14 of the column (overlapping the first word by one byte)
+    with np.errstate(over="ignore"):
+        h = w0 * np.uint64(_K1) ^ w1 * np.uint64(_K2)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    new = np.ones(len(hs), dtype=bool)
+    new[1:] = hs[1:] != hs[:-1]
+    keys = hs[new]
+    first_line = idx[order[new]]
+    key_of = np.searchsorted(keys, h)
+    owner_code = np.full(len(keys), -1, dtype=np.int64)
+    for k, line in enumerate(first_line.tolist()):
+        base = int(o[line])
+        column = bytes(data[base + 52 : base + 67])
+        client = column.decode("ascii", "replace").strip()
+        if column[:1] in (b" ", b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") and (
+            fast.client_class(client) in fast.owner_classes
+        ):
+            owner_code[k] = len(owners)
+            owners.append(client)
+    owner_of[idx] = owner_code[key_of]
+    # two different columns with the same hash would be counted as one client: verify
+    if (owner_code >= 0).any():
+        for k in np.flatnonzero(owner_code >= 0).tolist():
+            members = idx[key_of == k]
+            ref = first_line[k]
+            same = (words[o[members] + 52] == words[o[ref] + 52]) & (
+                words[o[members] + 59] == words[o[ref] + 59]
+            )
+            owner_of[members[~same]] = -1
+    return owners, owner_of
+
+
+def _marker_lines(data: bytes | bytearray, line_end: np.ndarray, is_gin: np.ndarray) -> list[int]:
+    """Indices of the non-gin lines containing one of MARKERS. The non-gin lines are copied into one
+    compact buffer first, so the marker searches do not walk over the (much larger) gin traffic."""
+    other = np.flatnonzero(~is_gin)
+    if not len(other):
+        return []
+    breaks = np.flatnonzero(np.diff(other) != 1)
+    run_first = np.concatenate(([other[0]], other[breaks + 1]))
+    run_last = np.concatenate((other[breaks], [other[-1]]))
+    starts = np.where(run_first > 0, line_end[np.maximum(run_first - 1, 0)] + 1, 0)
+    ends = line_end[run_last] + 1  # include the newline (or one pad byte after an open last line)
+    spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+    compact = b"".join([data[s:e] for s, e in spans])
+    hits: list[int] = []
+    for marker in (*MARKERS, b"[GIN] "):
+        pos = compact.find(marker)
+        while pos >= 0:
+            hits.append(pos)
+            pos = compact.find(marker, pos + 1)
+    if not hits:
+        return []
+    offsets = np.cumsum([0] + [e - s for s, e in spans])
+    hit_arr = np.array(sorted(set(hits)), dtype=np.int64)
+    run = np.searchsorted(offsets, hit_arr, side="right") - 1
+    original = starts[run] + (hit_arr - offsets[run])
+    lines = np.unique(np.searchsorted(line_end, original))
+    return [int(li) for li in lines.tolist() if not is_gin[li]]
+
+
+def _collect(data: bytes | bytearray, nl: np.ndarray, line_end: np.ndarray, is_gin: np.ndarray,
+             gline: np.ndarray, slow_gin: np.ndarray, marked: list[int], result: BlockResult) -> None:
+    """Copy out the slow lines in order: gin lines left to the parser, marker lines, and the Go trace
+    after each crash line (until the next gin line), with the gin lines just before a crash as context."""
+    total = len(line_end)
+    extra: set[int] = set()
+    crash_lines: set[int] = set()
+    for li in marked:
+        s0 = int(line_end[li - 1]) + 1 if li else 0
+        seg = data[s0 : int(line_end[li])]
+        if any(m in seg for m in CRASH_MARKERS):
+            crash_lines.add(li)
+            for nxt in range(li + 1, min(li + 1 + TRACE_LINES, total)):
+                if is_gin[nxt]:
+                    break
+                extra.add(nxt)
+    chosen = np.union1d(slow_gin, np.array(sorted(set(marked) | extra), dtype=np.int64))
+    if not len(chosen):
+        return
+    begins = np.where(chosen > 0, line_end[np.maximum(chosen - 1, 0)] + 1, 0).tolist()
+    finishes = line_end[chosen].tolist()
+    for li, s0, e0 in zip(chosen.tolist(), begins, finishes, strict=True):
+        slow = SlowLine(li, data[s0:e0].decode("utf-8", "replace"))
+        if li in crash_lines:
+            ctx: list[tuple[int, str]] = []
+            for k in range(li - 1, max(-1, li - 1 - CONTEXT_BACK_LINES), -1):
+                ks = int(line_end[k - 1]) + 1 if k else 0
+                segment = data[ks : int(line_end[k])]
+                if b"[GIN] " in segment:
+                    ctx.append((k, segment.decode("utf-8", "replace")))
+                    if len(ctx) == CONTEXT_REQUESTS:
+                        break
+            slow.context = ctx[::-1]
+        result.slow.append(slow)

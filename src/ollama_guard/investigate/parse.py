@@ -1,0 +1,218 @@
+"""Turns one log line into an Event (or counts it), keeping the little state a source needs:
+the last time seen (crash lines carry none) and the tail of a crash trace."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from urllib.parse import urlsplit
+
+from ollama_guard.investigate.events import CONFIG, CRASH, LISTENING, REQUEST, TRANSFER, Event
+from ollama_guard.ollama import logformat as lf
+
+MAX_MALFORMED_SAMPLES = 5
+TRACE_LINES = 40
+CONTEXT_REQUESTS = 5
+CONTEXT_SECONDS = 300
+CONTEXT_LINES = 200  # same reach as the fast scanner's
+# Only these settings from the server config line go into the report (others may hold secrets).
+REPORTED_SETTINGS = (
+    "OLLAMA_HOST",
+    "OLLAMA_ORIGINS",
+    "OLLAMA_MODELS",
+    "OLLAMA_DEBUG",
+    "OLLAMA_DEBUG_LOG_REQUESTS",
+    "OLLAMA_NO_CLOUD",
+    "OLLAMA_NOPRUNE",
+    "OLLAMA_KEEP_ALIVE",
+    "OLLAMA_NUM_PARALLEL",
+    "OLLAMA_MAX_QUEUE",
+)
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0
+    requests: int = 0
+    malformed: int = 0  # lines that carry a gin marker but do not parse
+    malformed_samples: list[str] = field(default_factory=list)
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+
+    def merge(self, other: ParseStats) -> None:
+        self.lines += other.lines
+        self.requests += other.requests
+        self.malformed += other.malformed
+        room = MAX_MALFORMED_SAMPLES - len(self.malformed_samples)
+        self.malformed_samples.extend(other.malformed_samples[:room])
+        self.see(other.first_time)
+        self.see(other.last_time)
+
+    def see(self, t: datetime | None) -> None:
+        if t is None:
+            return
+        if self.first_time is None or t < self.first_time:
+            self.first_time = t
+        if self.last_time is None or t > self.last_time:
+            self.last_time = t
+
+    def bad(self, where: str, text: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_samples) < MAX_MALFORMED_SAMPLES:
+            self.malformed_samples.append(f"{where}: {text[:300]}")
+
+
+def is_loopback_host(host: str) -> bool:
+    h = host.strip("[]").lower()
+    return h == "localhost" or h.startswith("127.") or h == "::1"
+
+
+def bind_is_exposed(host_setting: str) -> bool:
+    """OLLAMA_HOST (``http://0.0.0.0:11434``, ``0.0.0.0``, ``:11434``, ``[::]:11434``) or a
+    ``Listening on`` address binds beyond loopback."""
+    value = host_setting.strip()
+    if not value:
+        return False
+    if "://" not in value:
+        value = "http://" + value
+    try:
+        host = urlsplit(value).hostname or ""
+    except ValueError:
+        return True
+    return not is_loopback_host(host)
+
+
+def _redact(value: str) -> str:
+    """Drop user:password from URL-like values."""
+    if "@" in value and "://" in value:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return value
+
+
+def config_facts(env: dict[str, str]) -> tuple[dict[str, bool], dict[str, str]]:
+    origins = lf.parse_list_value(env.get("OLLAMA_ORIGINS", ""))
+    facts = {
+        "exposed_bind": bind_is_exposed(env.get("OLLAMA_HOST", "")),
+        "cors_any_origin": any(o == "*" for o in origins),
+        "debug_log_requests": env.get("OLLAMA_DEBUG_LOG_REQUESTS", "").lower() in ("1", "true", "yes", "on"),
+    }
+    settings = {k: _redact(env[k]) for k in REPORTED_SETTINGS if k in env}
+    return facts, settings
+
+
+class LineParser:
+    """Parses the lines of one source in order."""
+
+    def __init__(self, source: str, tz: tzinfo, stats: ParseStats | None = None) -> None:
+        self.source = source
+        self.tz = tz
+        self.stats = stats or ParseStats()
+        self.last_time: datetime | None = None
+        self.recent_requests: deque[tuple[datetime | None, int, str]] = deque(maxlen=CONTEXT_REQUESTS)
+        self._lineno = 0
+        self._aware: dict[datetime, datetime] = {}
+        self._trace: list[str] | None = None
+        self._trace_left = 0
+
+    def parse(self, text: str, lineno: int, context: list[tuple[int, str]] | None = None) -> Event | None:
+        """One line (without its newline). Returns an Event for lines that matter, else None.
+
+        ``context``: for a crash line found by the fast path, the gin lines just before it
+        (line number, text) — the parser did not see them itself.
+        """
+        self._lineno = lineno
+        if context is not None:
+            self._adopt_context(context)
+        stats = self.stats
+        stats.lines += 1
+        if "\x1b" in text:
+            text = lf.strip_ansi(text)
+        text = text.rstrip("\r")
+        msg, prefix_time = lf.split_prefix(text)
+        if lf.GIN_MARKER in msg:
+            self._trace = None
+            gin = lf.parse_gin(msg)
+            if gin is None:
+                stats.bad(f"{self.source}:{lineno}", text)
+                return None
+            when = self._aware.get(gin.time)
+            if when is None:
+                if len(self._aware) > 4096:
+                    self._aware.clear()
+                when = self._aware[gin.time] = gin.time.replace(tzinfo=self.tz)
+            self.last_time = when
+            stats.requests += 1
+            stats.see(when)
+            where = f"{self.source}:{lineno}"
+            self.recent_requests.append((when, lineno, f"{where}: {msg}"))
+            return Event(REQUEST, when, self.source, lineno, msg, client=gin.client, method=gin.method,
+                         path=gin.path, query=gin.query, status=gin.status, latency=gin.latency)
+        app_time = lf.app_line_time(msg, self.tz) if msg[:1] in "t0123456789" else None
+        if self._trace is not None:
+            # a Go trace continues until the next timestamped line (or TRACE_LINES lines)
+            if app_time is None and self._trace_left > 0:
+                self._trace.append(msg)
+                self._trace_left -= 1
+                return None
+            self._trace = None
+        # the time of an event line: its own, else the collector's prefix, else the last request's
+        # (only request and event lines move the clock, so both scan paths agree)
+        when = app_time or prefix_time or self.last_time
+        event = self._app_event(msg, lineno, when)
+        if event is not None and when is not None:
+            self.last_time = when if self.last_time is None or when > self.last_time else self.last_time
+            stats.see(when)
+        return event
+
+    def _app_event(self, msg: str, lineno: int, when: datetime | None) -> Event | None:
+        env = lf.server_config_env(msg)
+        if env is not None:
+            facts, settings = config_facts(env)
+            return Event(CONFIG, when, self.source, lineno, _clip(_CREDENTIALS.sub("://***@", msg)),
+                         detail={"kind": "server config", "settings": settings, "facts": facts})
+        listening = lf.parse_listening(msg)
+        if listening is not None:
+            addr, version = listening
+            return Event(LISTENING, when, self.source, lineno, msg,
+                         detail={"kind": "listening", "address": addr, "version": version,
+                                 "facts": {"exposed_bind": bind_is_exposed(addr)}})
+        transfer = lf.parse_transfer(msg)
+        if transfer is not None:
+            return Event(TRANSFER, when, self.source, lineno, msg,
+                         detail={"direction": transfer.direction, "digest_prefix": transfer.digest_prefix,
+                                 "parts": transfer.parts, "approx_bytes": transfer.approx_bytes})
+        kind = lf.crash_kind(msg)
+        if kind is not None:
+            self._trace = [msg]
+            self._trace_left = TRACE_LINES
+            return Event(CRASH, when, self.source, lineno, msg,
+                         detail={"crash": kind, "trace": self._trace, "context": self._context(when)})
+        return None
+
+    def _context(self, when: datetime | None) -> list[str]:
+        """The last gin lines before a crash, if they are close to it in time."""
+        return [text for t, lineno, text in self.recent_requests
+                if lineno >= self._lineno - CONTEXT_LINES
+                and (when is None or t is None or abs((when - t).total_seconds()) <= CONTEXT_SECONDS)]
+
+    def _adopt_context(self, context: list[tuple[int, str]]) -> None:
+        self.recent_requests.clear()
+        for lineno, raw in context:
+            msg, _ = lf.split_prefix(lf.strip_ansi(raw).rstrip("\r"))
+            gin = lf.parse_gin(msg)
+            if gin is None:
+                continue
+            when = gin.time.replace(tzinfo=self.tz)
+            if self.last_time is None or when > self.last_time:
+                self.last_time = when
+            self.recent_requests.append((when, lineno, f"{self.source}:{lineno}: {msg}"))
+
+
+_CREDENTIALS = re.compile(r"://[^/\s@\]\[]+@")
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,254 @@
+"""Where log lines come from: files (plain or gzip-rotated), stdin, journald, ``docker logs``, and
+the gateway's audit table. Every text source is read as a stream of byte chunks that end on a line
+boundary, so memory stays bounded whatever the size of the log."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ollama_guard.errors import GuardError, InputError
+from ollama_guard.investigate.events import REQUEST, Event
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ollama_guard.gateway.audit import AuditRecord
+
+CHUNK_SIZE = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class TextSource:
+    """A stream of log lines. ``path`` is set for plain files (which may be split across processes)."""
+
+    name: str
+    path: Path | None = None
+    gzipped: bool = False
+    argv: list[str] | None = None  # a command whose output is the log
+    journal: bool = False  # argv prints journald JSON
+    stdin: bool = False
+
+    def chunks(self, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        if self.stdin:
+            yield from iter_line_chunks(sys.stdin.buffer, size)
+        elif self.argv is not None:
+            yield from self._command_chunks(size)
+        elif self.gzipped:
+            assert self.path is not None
+            try:
+                with gzip.open(self.path, "rb") as fh:
+                    yield from iter_line_chunks(fh, size)  # type: ignore[arg-type]
+            except (OSError, EOFError) as exc:
+                raise InputError(f"cannot read {self.path}: {exc}") from None
+        else:
+            assert self.path is not None
+            try:
+                with open(self.path, "rb") as fh:
+                    yield from iter_line_chunks(fh, size)
+            except OSError as exc:
+                raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+
+    def _command_chunks(self, size: int) -> Iterator[bytes]:
+        assert self.argv is not None
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if not self.journal else subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise GuardError(f"cannot run {self.argv[0]}: {exc.strerror or exc}") from None
+        assert proc.stdout is not None
+        tail = b""
+        try:
+            stream = iter_line_chunks(proc.stdout, size)
+            if self.journal:
+                stream = journal_json_to_lines(stream)
+            for chunk in stream:
+                tail = chunk[-400:]
+                yield chunk
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+            code = proc.wait()
+        if code != 0:
+            # the command's own complaint: its stderr, or (docker, whose stderr we read as log) its last line
+            last = err or tail.decode("utf-8", "replace").strip()
+            detail = last.splitlines()[-1] if last else f"exit status {code}"
+            name = Path(self.argv[0]).name
+            raise GuardError(f"{name} {self.argv[1]} failed: {detail}")
+
+
+def iter_line_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Chunks of about ``size`` bytes that end just after a newline (the last one may not)."""
+    rest = b""
+    while True:
+        block = stream.read(size)
+        if not block:
+            if rest:
+                yield rest
+            return
+        if rest:
+            block = rest + block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            rest = block
+            continue
+        if cut + 1 == len(block):
+            rest = b""
+            yield block
+        else:
+            rest = block[cut + 1 :]
+            yield block[: cut + 1]
+
+
+def journal_json_to_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``journalctl -o json`` records → ``<RFC 3339 UTC time> MESSAGE`` lines (same shape as
+    ``docker logs -t``), using ``__REALTIME_TIMESTAMP`` (µs since the epoch)."""
+    for chunk in chunks:
+        out: list[bytes] = []
+        for raw in chunk.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                out.append(raw)
+                continue
+            message = record.get("MESSAGE", "")
+            if isinstance(message, list):  # journald's encoding of non-UTF-8 messages
+                message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
+            elif not isinstance(message, str):
+                message = str(message)
+            stamp = ""
+            try:
+                micros = int(record.get("__REALTIME_TIMESTAMP", ""))
+                t = datetime.fromtimestamp(micros / 1e6, UTC)
+                stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+            except (TypeError, ValueError, OverflowError, OSError):
+                pass
+            for part in message.split("\n"):
+                out.append((stamp + part).encode("utf-8", "replace"))
+        if out:
+            yield b"\n".join(out) + b"\n"
+
+
+def file_source(arg: str) -> TextSource:
+    if arg == "-":
+        return TextSource("stdin", stdin=True)
+    path = Path(arg)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except IsADirectoryError:
+        raise InputError(f"{arg} is a directory (give the log files inside it)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {arg}: {exc.strerror or exc}") from None
+    return TextSource(path.name if path.name else arg, path=path, gzipped=magic == GZIP_MAGIC)
+
+
+def journal_source(since: datetime | None) -> TextSource:
+    exe = shutil.which("journalctl")
+    if exe is None:
+        raise GuardError("--journal needs journalctl, which is not installed here")
+    argv = [exe, "-u", "ollama", "-o", "json", "--no-pager"]
+    if since is not None:
+        argv += ["--since", since.astimezone().strftime("%Y-%m-%d %H:%M:%S")]
+    return TextSource("journal:ollama", argv=argv, journal=True)
+
+
+def docker_source(container: str) -> TextSource:
+    exe = shutil.which("docker")
+    if exe is None:
+        raise GuardError("--docker needs the docker command, which is not installed here")
+    if not container or container.startswith("-"):
+        raise InputError(f"bad container name {container!r}")
+    return TextSource(f"docker:{container}", argv=[exe, "logs", "-t", container])
+
+
+def sort_by_first_time(sources: list[TextSource]) -> list[TextSource]:
+    """Order log files oldest first (rotated ``server-1.log``/``.gz`` before the current one) by the
+    first timestamp in each; sources without one keep their place at the end."""
+    from ollama_guard.ollama import logformat as lf
+
+    def first_time(src: TextSource) -> str:
+        if src.path is None:
+            return "~"
+        try:
+            opener = gzip.open if src.gzipped else open
+            with opener(src.path, "rb") as fh:  # type: ignore[operator]
+                head = fh.read(256 << 10)
+        except (OSError, EOFError):
+            return "~"
+        for raw in head.decode("utf-8", "replace").splitlines():
+            msg, _ = lf.split_prefix(lf.strip_ansi(raw))
+            gin = lf.parse_gin(msg) if lf.GIN_MARKER in msg else None
+            if gin is not None:
+                return gin.time.strftime("%Y-%m-%dT%H:%M:%S")
+            if msg.startswith("time="):
+                t = lf.parse_rfc3339(msg[5:].split(" ", 1)[0])
+                if t is not None:
+                    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return "~"
+
+    files = [s for s in sources if s.path is not None]
+    others = [s for s in sources if s.path is None]
+    return sorted(files, key=first_time) + others
+
+
+def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator[Event]:
+    """Rows of the gateway's audit table as request events (oldest first, read page by page)."""
+    from ollama_guard.gateway.audit import read_records
+    from ollama_guard.gateway.db import create_engine_for
+
+    if url.startswith("sqlite:///"):
+        db_path = Path(url[len("sqlite:///") :]).expanduser()
+        if not db_path.is_file():
+            raise InputError(f"audit database {db_path} does not exist")
+
+    async def fetch(engine: AsyncEngine, after: int) -> list[AuditRecord]:
+        return await read_records(engine, after_seq=after, since=since, limit=page)
+
+    engine = create_engine_for(url)
+    loop = asyncio.new_event_loop()
+    try:
+        after = 0
+        while True:
+            try:
+                records = loop.run_until_complete(fetch(engine, after))
+            except Exception as exc:  # database errors of any driver
+                raise GuardError(f"cannot read the audit log: {str(exc).splitlines()[0][:200]}") from None
+            for rec in records:
+                after = rec.seq or after
+                yield _audit_event(rec)
+            if len(records) < page:
+                break
+    finally:
+        loop.run_until_complete(engine.dispose())
+        loop.close()
+
+
+def _audit_event(rec: AuditRecord) -> Event:
+    t = rec.time if rec.time.tzinfo is not None else rec.time.replace(tzinfo=UTC)
+    path, _, query = (rec.path or "").partition("?")
+    status = int(rec.status or 0)
+    raw = (
+        f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} {rec.decision} {status} {rec.client} {rec.method} {rec.path}"
+        f" model={rec.model or '-'} key={rec.key_name or rec.key_id or '-'} reason={rec.reason!r}"
+    )
+    return Event(REQUEST, t, "audit-db", int(rec.seq or 0), raw, client=rec.client or "",
+                 method=rec.method or "", path=path, query=query, status=status,
+                 latency=float(rec.latency_ms or 0) / 1000.0, model=rec.model or "",
+                 key_id=rec.key_id or "", decision=rec.decision or "")
+
