@@ -1,0 +1,229 @@
+"""Gateway configuration: the `[gateway]` table of a TOML file, then command-line flags, then
+`OLLAMA_GUARD_*` environment variables (each layer overrides the one before, as the contract says).
+
+Every problem (unreadable file, unknown key, bad value) becomes a one-line `GuardError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from ollama_guard.errors import GuardError
+from ollama_guard.paths import data_dir
+
+ENV_PREFIX = "OLLAMA_GUARD_"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{data_dir() / 'guard.db'}"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) → (host, port). Raises ValueError."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"listen address {value!r} is not [IPV6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"listen address {value!r} is not HOST:PORT")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"listen address {value!r} has no valid port")
+    return host, int(port_text)
+
+
+class GatewayConfig(BaseModel):
+    """Everything `ollama-guard serve` needs. Field names are the TOML keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # contract keys
+    listen: str = "127.0.0.1:11435"
+    upstream: str = "http://127.0.0.1:11434"
+    db: str = ""  # empty → sqlite:///<data dir>/guard.db (filled in by load_config)
+    redis: str | None = None
+    allow_cidrs: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    trusted_proxies: tuple[str, ...] = ()
+    max_body_bytes: int = 32 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    push_registries: tuple[str, ...] = ()
+    pull_registries: tuple[str, ...] = ("registry.ollama.ai",)
+    allow_insecure: bool = False
+    allow_cloud: bool = False
+
+    # gateway-specific keys
+    max_blob_bytes: int = 256 * 1024**3
+    request_timeout: float = 30.0  # whole request body must arrive within this many seconds
+    upstream_connect_timeout: float = 10.0
+    upstream_timeout: float = 600.0  # longest silence allowed from the upstream (model loads are slow)
+    global_concurrency: int = 512  # cap on concurrent upstream requests (a pooled connection each)
+    max_json_depth: int = 64
+    secret_file: Path | None = None
+    metrics: bool = True
+    workers: int = 1
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream {v!r} is not an http(s) URL")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"upstream {v!r} must be scheme://host:port with no path, query or credentials")
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError as exc:
+            raise ValueError(f"upstream {v!r}: {exc}") from None
+        return v.rstrip("/")
+
+    @field_validator("allow_cidrs", "trusted_proxies")
+    @classmethod
+    def _check_cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            ipaddress.ip_network(item, strict=False)
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            if origin == "*":
+                raise ValueError("cors_origins may not contain '*'; list the origins allowed to call")
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("",):
+                raise ValueError(f"cors origin {origin!r} is not scheme://host[:port]")
+        return tuple(o.lower() for o in v)
+
+    @field_validator("push_registries", "pull_registries")
+    @classmethod
+    def _lower_registries(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(r.strip().lower() for r in v if r.strip())
+
+    @field_validator(
+        "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers"
+    )
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("request_timeout", "upstream_connect_timeout", "upstream_timeout")
+    @classmethod
+    def _positive_float(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewayConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
+
+    # derived values -------------------------------------------------------------------------
+    @property
+    def listen_host(self) -> str:
+        return parse_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return parse_listen(self.listen)[1]
+
+    @property
+    def allow_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies)
+
+
+FIELD_NAMES: frozenset[str] = frozenset(GatewayConfig.model_fields)
+_LIST_FIELDS = frozenset(
+    {"allow_cidrs", "trusted_proxies", "cors_origins", "push_registries", "pull_registries"}
+)
+
+
+def _env_value(field: str, raw: str) -> Any:
+    if field in _LIST_FIELDS:
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if field in ("redis", "tls_cert", "tls_key", "secret_file") and raw.strip() == "":
+        return None
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise GuardError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise GuardError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GuardError(f"config file {path} is not valid TOML: {exc}") from None
+    table = document.get("gateway", {})
+    if not isinstance(table, dict):
+        raise GuardError(f"config file {path}: [gateway] must be a table")
+    unknown = sorted(set(table) - FIELD_NAMES)
+    if unknown:
+        raise GuardError(f"config file {path}: unknown [gateway] key {unknown[0]!r}")
+    base = path.parent
+    for key in ("tls_cert", "tls_key", "secret_file"):
+        if isinstance(table.get(key), str):
+            table[key] = str((base / Path(table[key]).expanduser()).resolve())
+    return dict(table)
+
+
+def load_config(
+    path: Path | str | None = None,
+    cli_overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """Build the configuration: TOML file < flags (`None` values ignored) < `OLLAMA_GUARD_*` variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    if path is not None:
+        values.update(_read_toml(Path(path).expanduser()))
+    for key, value in (cli_overrides or {}).items():
+        if value is None:
+            continue
+        if key not in FIELD_NAMES:
+            raise GuardError(f"unknown gateway setting {key!r}")
+        values[key] = value
+    for key in FIELD_NAMES:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            values[key] = _env_value(key, raw)
+    if not values.get("db"):
+        values["db"] = default_db_url()
+    try:
+        return GatewayConfig.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "config"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise GuardError(f"invalid gateway setting {where}: {message}") from None

@@ -1,0 +1,77 @@
+"""Prometheus metrics of one gateway process (served at `/-/metrics` to admin keys).
+
+Each process has its own registry; with `--workers N` every worker reports its own counters (scrape
+through a load balancer and sum, or run one worker per port).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
+)
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("latin-1")
+
+
+class GatewayMetrics:
+    """Counters and histograms the request path updates; label values are bounded (route templates,
+    decisions, key names — never raw paths)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "ollama_guard_requests",
+            "Requests answered by the gateway, by route template, decision and key name.",
+            ("route", "decision", "key"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ollama_guard_request_duration_seconds",
+            "Time from request start to the last response byte, by route template.",
+            ("route",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "ollama_guard_upstream_errors",
+            "Upstream failures by kind (unavailable, timeout, broken).",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "ollama_guard_tokens",
+            "Tokens reported by the upstream (prompt + completion), by key name.",
+            ("key",),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ollama_guard_requests_in_flight",
+            "Requests currently being proxied to the upstream.",
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "ollama_guard_audit_submit_failures",
+            "Audit records that could not be queued.",
+            registry=self.registry,
+        )
+        self._request_children: dict[tuple[str, str, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+
+    def observe(self, route: str, decision: str, key: str, seconds: float) -> None:
+        child_key = (route, decision, key)
+        child = self._request_children.get(child_key)
+        if child is None:
+            child = self.requests.labels(route, decision, key)
+            self._request_children[child_key] = child
+        child.inc()
+        hist = self._latency_children.get(route)
+        if hist is None:
+            hist = self.latency.labels(route)
+            self._latency_children[route] = hist
+        hist.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

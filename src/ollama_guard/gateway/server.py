@@ -1,0 +1,202 @@
+"""Running the gateway: check the setup, bind the socket, announce the URL, hand over to uvicorn.
+
+* The listening socket is bound here (so `--listen 127.0.0.1:0` can report the port it got) and
+  passed to uvicorn; with `--workers N` every worker process accepts on that same socket.
+* The database schema and the server secret are prepared once in the parent before any worker
+  starts, so a bad `--db` or secret file ends the command with a one-line error.
+* uvicorn runs with uvloop and httptools; our protocol subclass records whether the request target
+  was in origin form (`/path`) so the app can refuse absolute-form targets (`GET http://x/api/tags`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ollama_guard.errors import GuardError
+from ollama_guard.gateway.app import GatewayApp
+from ollama_guard.gateway.config import GatewayConfig
+
+READY_PREFIX = "ollama-guard gateway listening on "
+_CONFIG_ENV = "OLLAMA_GUARD__SERVE_CONFIG_JSON"
+
+
+class GuardHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with two additions:
+
+    * a note in the scope whether the request target was `/…` (origin form), so the app can refuse
+      absolute-form targets;
+    * a header deadline: a request's headers must be complete within `header_timeout` seconds of the
+      connection opening or of the previous response (uvicorn itself lets a client trickle header
+      bytes forever — slowloris);
+    * size caps on the request target and the header block (llhttp has none): past them the parser
+      callback fails, and uvicorn answers 400 and closes the connection.
+    """
+
+    header_timeout: ClassVar[float] = 30.0
+    max_target_bytes: ClassVar[int] = 16 * 1024
+    max_header_bytes: ClassVar[int] = 64 * 1024
+    _header_deadline: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.max_target_bytes:
+            raise ValueError("request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.max_header_bytes:
+            raise ValueError("request headers too large")
+        super().on_header(name, value)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_headers_complete(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        self.scope["ollama_guard.origin_form"] = self.url.startswith(b"/")  # type: ignore[typeddict-unknown-key]
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+async def _prepare(config: GatewayConfig) -> None:
+    from ollama_guard.gateway.db import create_engine_for, init_schema
+    from ollama_guard.gateway.limits import build_limiter
+    from ollama_guard.gateway.secrets import load_server_secret
+
+    build_limiter(config, config.workers)  # refuses several workers without Redis
+    load_server_secret(config)  # creates the secret file once, before workers race for it
+    engine = create_engine_for(config.db)
+    try:
+        await init_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise GuardError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(config: GatewayConfig, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.tls_cert else "http"
+    return f"{scheme}://{shown}:{port}"
+
+
+def create_app() -> GatewayApp:
+    """Factory used by worker processes (`--workers N`): the configuration comes from the parent."""
+    raw = os.environ.get(_CONFIG_ENV)
+    if not raw:
+        raise GuardError("gateway worker started without its configuration")
+    config = GatewayConfig.model_validate_json(raw)
+    GuardHttpToolsProtocol.header_timeout = config.request_timeout
+    return GatewayApp(config)
+
+
+def _uvicorn_config(config: GatewayConfig, app: Any, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=GuardHttpToolsProtocol,
+        lifespan="on",
+        ws="none",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        log_level="warning",
+        proxy_headers=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        h11_max_incomplete_event_size=64 * 1024,
+        **extra,
+    )
+
+
+def serve(config: GatewayConfig) -> int:
+    """Run until SIGINT/SIGTERM. Prints the ready line as the first stdout line."""
+    for path in (config.tls_cert, config.tls_key):
+        if path is not None and not path.is_file():
+            raise GuardError(f"TLS file {path} does not exist")
+    asyncio.run(_prepare(config))
+    GuardHttpToolsProtocol.header_timeout = config.request_timeout
+    sock = bind_socket(config.listen_host, config.listen_port)
+    url = _url(config, sock)
+    try:
+        if config.workers == 1:
+            app = GatewayApp(config)
+            server = uvicorn.Server(_uvicorn_config(config, app))
+            announced = False
+
+            def announce() -> None:
+                nonlocal announced
+                if not announced:
+                    announced = True
+                    print(f"{READY_PREFIX}{url}", flush=True)
+
+            app.on_ready = announce
+            server.run(sockets=[sock])
+            if not announced:
+                raise GuardError("the gateway could not start (see the messages above)")
+            return 0
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ[_CONFIG_ENV] = config.model_dump_json()
+        uv_config = _uvicorn_config(
+            config, "ollama_guard.gateway.server:create_app", factory=True, workers=config.workers
+        )
+        print(f"{READY_PREFIX}{url}", flush=True)
+        supervisor = Multiprocess(uv_config, sockets=[sock])
+        supervisor.run()
+        return 0
+    finally:
+        sock.close()
+        sys.stdout.flush()
