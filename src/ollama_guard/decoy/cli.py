@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import click
 
 from ollama_guard.decoy.app import DecoyApp
 from ollama_guard.decoy.cors import default_origins, origins_from_env
-from ollama_guard.decoy.hostguard import is_loopback_listener
+from ollama_guard.decoy.hostguard import HOST_GUARD_SINCE, is_loopback_listener
 from ollama_guard.decoy.requestlog import RequestLog
 from ollama_guard.decoy.serverlog import ServerLog
 from ollama_guard.decoy.state import DecoySettings, DecoyState
@@ -98,7 +99,11 @@ def url_for(sock: socket.socket) -> str:
     type=click.FloatRange(0, 10),
     help="Seconds between streamed chunks.",
 )
-@click.option("--no-host-guard", is_flag=True, help="Disable the Host-header check on loopback listeners.")
+@click.option(
+    "--no-host-guard",
+    is_flag=True,
+    help="Disable the Host-header check on loopback listeners (versions before 0.1.29 never had it).",
+)
 def decoy(
     host: str,
     port: int,
@@ -116,6 +121,8 @@ def decoy(
     Prints `ollama-guard decoy listening on URL` as its first stdout line once it accepts connections.
     Never makes a network connection of its own (pull fabricates models locally, push only records).
     """
+    if not math.isfinite(stream_delay):  # click's FloatRange lets nan through
+        raise InputError(f"--stream-delay {stream_delay} is not a number of seconds")
     try:
         version = parse_version(ollama_version)
     except InvalidVersion as exc:
@@ -131,7 +138,9 @@ def decoy(
             version=str(version) if ollama_version.startswith("v") else ollama_version,
             models_dir=root.resolve(),
             origins=tuple(default_origins(user_origins, str(version))),
-            host_guard=not no_host_guard and is_loopback_listener(sock.getsockname()[0]),
+            host_guard=not no_host_guard
+            and version >= parse_version(HOST_GUARD_SINCE)
+            and is_loopback_listener(sock.getsockname()[0]),
             stream_delay=stream_delay,
         )
         state = DecoyState.open(settings)

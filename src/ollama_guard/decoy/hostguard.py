@@ -21,6 +21,9 @@ _GO_PRIVATE_NETS = (
     ipaddress.ip_network("fc00::/7"),
 )
 _LOCAL_TLDS = (".localhost", ".local", ".internal")
+# allowedHostsMiddleware arrived in Ollama 0.1.29 (PR #3018, the CVE-2024-28224 fix): older versions
+# accept any Host header, which is what makes them DNS-rebindable.
+HOST_GUARD_SINCE = "0.1.29"
 
 
 def split_host_port(host_header: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import click
 
+from ollama_guard.errors import GuardError
 from ollama_guard.gateway.config import GatewayConfig, load_config
-from ollama_guard.gateway.db import check_url, create_engine_for, init_schema
+from ollama_guard.gateway.db import check_url, create_engine_for, init_schema, redact_url, sqlite_path
 from ollama_guard.gateway.keys import ApiKey, KeyStore, Role
 from ollama_guard.gateway.secrets import load_server_secret
 
@@ -49,6 +50,14 @@ def resolve_config(config_file: Path | None, db: str | None) -> GatewayConfig:
     return config
 
 
+def require_database(config: GatewayConfig) -> None:
+    """Commands that only read or change existing keys never create a database (a mistyped --db would
+    otherwise leave an empty one behind and report "no keys")."""
+    path = sqlite_path(config.db)
+    if path is not None and not Path(path).expanduser().is_file():
+        raise GuardError(f"no gateway database at {path}")
+
+
 def run_with_engine(config: GatewayConfig, work: Callable[[Any], Awaitable[T]], *, init: bool = True) -> T:
     """Open the database, optionally create the schema, run ``work(engine)``, close."""
 
@@ -58,6 +67,8 @@ def run_with_engine(config: GatewayConfig, work: Callable[[Any], Awaitable[T]], 
             if init:
                 await init_schema(engine)
             return await work(engine)
+        except OSError as exc:  # e.g. PostgreSQL not listening: one clear line, not the bare errno
+            raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
         finally:
             await engine.dispose()
 
@@ -170,11 +181,12 @@ def create_command(
 def list_command(fmt: str, db: str | None, config_file: Path | None) -> None:
     """List keys (never their secrets or hashes)."""
     config = resolve_config(config_file, db)
+    require_database(config)
 
     async def work(engine: Any) -> list[ApiKey]:
         return await KeyStore(engine, b"").list()
 
-    found = run_with_engine(config, work)
+    found = run_with_engine(config, work, init=False)  # listing never writes (not even a schema)
     if fmt == "json":
         click.echo(json.dumps({"keys": [k.to_json() for k in found]}, indent=2))
     elif found:
@@ -189,6 +201,7 @@ def list_command(fmt: str, db: str | None, config_file: Path | None) -> None:
 def revoke_command(name_or_id: str, db: str | None, config_file: Path | None) -> None:
     """Revoke a key; gateways stop accepting it within about a second."""
     config = resolve_config(config_file, db)
+    require_database(config)
     secret = load_server_secret(config)
 
     async def work(engine: Any) -> tuple[bool, ApiKey]:
@@ -209,6 +222,7 @@ def revoke_command(name_or_id: str, db: str | None, config_file: Path | None) ->
 def rotate_command(name_or_id: str, db: str | None, config_file: Path | None) -> None:
     """Give a key a new secret (printed once); the old secret stops working within about a second."""
     config = resolve_config(config_file, db)
+    require_database(config)
     secret = load_server_secret(config)
 
     async def work(engine: Any) -> tuple[ApiKey, str]:

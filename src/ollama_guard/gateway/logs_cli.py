@@ -71,6 +71,8 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
             raise GuardError(
                 f"cannot read the audit log in {redact_url(config.db)}: {short_db_error(exc)}"
             ) from None
+        except OSError as exc:  # e.g. PostgreSQL not listening
+            raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
         finally:
             await engine.dispose()
 
@@ -104,6 +106,8 @@ def tail_command(count: int, follow: bool, fmt: str, db: str | None, config_file
             raise GuardError(
                 f"cannot read the audit log in {redact_url(config.db)}: {short_db_error(exc)}"
             ) from None
+        except OSError as exc:  # e.g. PostgreSQL not listening
+            raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
         finally:
             await engine.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -22,6 +23,13 @@ if TYPE_CHECKING:  # the engine pulls in aiohttp: imported when a scan runs, not
     from ollama_guard.scan.host import HostResult
 
 INTERRUPTED_EXIT = 130
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """click's FloatRange lets nan (and, without an upper bound, inf) through: refuse them."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _run_async(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -143,6 +151,7 @@ def build_report(
     type=click.FloatRange(0, None),
     default=0,
     show_default=True,
+    callback=_finite,
     help="Connections per second (0 = unlimited).",
 )
 @click.option(
@@ -150,6 +159,7 @@ def build_report(
     type=click.FloatRange(0.05, 300),
     default=DEFAULT_TIMEOUT,
     show_default=True,
+    callback=_finite,
     help="Seconds for a TCP connect and for each HTTP probe.",
 )
 @click.option(

@@ -542,8 +542,11 @@ class TargetSet:
         self.files = list(files)
         self.exclusions = exclusions or Exclusions()
         for path in self.files:
-            if path != "-" and not Path(path).is_file():
+            # Pipes count (`-iL <(masscan …)`, /dev/stdin): only a missing path or a directory is refused.
+            if path != "-" and not Path(path).exists():
                 raise InputError(f"cannot read target file {path}: no such file")
+            if path != "-" and Path(path).is_dir():
+                raise InputError(f"cannot read target file {path}: it is a directory")
         if not self.specs and not self.files:
             raise InputError("no targets given (name at least one TARGET or use -iL FILE)")
 
