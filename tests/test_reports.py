@@ -334,3 +334,19 @@ def test_the_schema_check_really_catches_broken_sarif(sarif_validator):
 def test_render_colour_switch_for_files():
     assert "\x1b[" not in render(sample_report(), "table", color=False)
     assert "\x1b[" in render(sample_report(), "table", color=True)
+
+
+def test_html_shows_control_characters_from_hostile_text_as_escapes() -> None:
+    from ollama_guard.findings import Finding, Report, Severity
+    from ollama_guard.reports import render
+
+    hostile = Finding(
+        rule="system-prompt-exposed",
+        severity=Severity.MEDIUM,
+        target="127.0.0.1:11434",
+        title="prompt \x1b[2J\x1b]0;pwned\x07 leaked",
+        evidence={"answer": "a\x00b\x9bc"},
+    )
+    page = render(Report(command="scan", findings=[hostile]), "html")
+    assert "\x1b" not in page and "\x07" not in page and "\x00" not in page and "\x9b" not in page
+    assert "\\x1b[2J" in page  # still visible to the reader, as text

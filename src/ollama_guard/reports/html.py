@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -17,6 +19,17 @@ from ollama_guard.reports.common import (
     severity_order,
 )
 
+# C0/C1 control characters (bar tab and newline) and DEL: a hostile server's strings must not carry
+# terminal escapes or invisible bytes into a page someone may later `cat` or paste.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(value: Any) -> Any:
+    """Jinja `finalize`: shows control characters as \\xNN text instead of passing them through."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    return value
+
 
 @cache
 def _environment() -> Environment:
@@ -27,6 +40,7 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_visible,
     )
 
 
