@@ -902,3 +902,22 @@ def test_ai_ports_keyword_and_empty_results(capsys: pytest.CaptureFixture[str]) 
     assert report["summary"]["ports"] == port_ranges(ai_ports())
     assert port_ranges((8002, 80, 8000, 8001, 11434)) == "80,8000-8002,11434"
     assert elapsed < 5
+
+
+def test_the_endpoint_catalog_is_a_second_gate_behind_the_probe_allowlist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Even if the allowlist and the forbidden-path pattern were both edited carelessly, a route Ollama's
+    catalog classes as admin/compute/outbound is still never sent."""
+    import re
+
+    from ollama_guard.scan import probes
+
+    monkeypatch.setattr(probes, "_FORBIDDEN", re.compile(r"(?!)"))
+    monkeypatch.setattr(
+        probes, "_ALLOWED", probes.allowed_probes() | {("POST", "/api/pull"), ("DELETE", "/api/delete")}
+    )
+    for method, path in [("POST", "/api/pull"), ("DELETE", "/api/delete")]:
+        with pytest.raises(ProbeNotAllowed, match="catalog"):
+            check_probe(method, path)
+    check_probe("POST", "/api/show")  # read-only in the catalog: still allowed

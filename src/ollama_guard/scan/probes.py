@@ -26,6 +26,7 @@ import aiohttp
 
 from ollama_guard import __version__
 from ollama_guard.errors import GuardError
+from ollama_guard.ollama.endpoints import match_endpoint
 from ollama_guard.scan.fingerprints import (
     DISCOVERY_PROBES,
     Fingerprint,
@@ -92,6 +93,13 @@ def check_probe(method: str, path: str) -> None:
         raise ProbeNotAllowed(f"refusing to send {method} {path}: it can change the target or spend compute")
     if (method, path) not in _ALLOWED:
         raise ProbeNotAllowed(f"refusing to send {method} {path}: not on the read-only probe allowlist")
+    # Second opinion from the knowledge base: an Ollama route must be classed read-only in the catalog.
+    endpoint = match_endpoint(method, path)
+    if endpoint is not None and not endpoint.is_read_only:
+        raise ProbeNotAllowed(
+            f"refusing to send {method} {path}: Ollama's endpoint catalog classes it as "
+            f"{'/'.join(sorted(endpoint.classes))}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
