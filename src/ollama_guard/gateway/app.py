@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from ollama_guard.gateway.audit import AuditRecord
+from ollama_guard.gateway.audit import QueuedRecord
 from ollama_guard.gateway.body import (
     BodyHeaders,
     BodyStream,
@@ -225,6 +225,7 @@ class GatewayApp:
             net.version for net in self._allow_networks if net.prefixlen == 0
         } == {4, 6}
         self._trusted = config.trusted_proxy_networks
+        self._client_allowed: dict[str, bool] = {}  # client address text → allowed (bounded cache)
         self._cors = frozenset(config.cors_origins)
         self._owns_services = services is None
         # request ids: a random per-process prefix and a counter (unique without a syscall per request)
@@ -332,23 +333,12 @@ class GatewayApp:
         if services is None:
             return
         try:
+            # a plain tuple: the writer thread builds, normalises and chains the record
             services.audit.submit(
-                AuditRecord(
-                    time=datetime.now(UTC),
-                    key_id=facts.key_id,
-                    key_name=facts.key_name,
-                    client=facts.client,
-                    method=facts.method,
-                    path=facts.path,
-                    model=facts.model,
-                    status=facts.status,
-                    decision=facts.decision,
-                    reason=facts.reason or "ok",
-                    bytes_in=facts.bytes_in,
-                    bytes_out=facts.bytes_out,
-                    tokens=facts.tokens,
-                    latency_ms=round(elapsed * 1000, 3),
-                    request_id=facts.request_id,
+                QueuedRecord(
+                    time.time(), facts.key_id, facts.key_name, facts.client, facts.method, facts.path,
+                    facts.model, facts.status, facts.decision, facts.reason or "ok", facts.bytes_in,
+                    facts.bytes_out, facts.tokens, round(elapsed * 1000, 3), facts.request_id,
                 )
             )
         except Exception:
@@ -425,9 +415,16 @@ class GatewayApp:
                     client = hop
                     break
             facts.client = client[:64]
-        if self._allow_everyone and _ip(client) is not None:
-            return
-        if not _in_networks(client, self._allow_networks):
+        allowed = self._client_allowed.get(client)
+        if allowed is None:
+            if self._allow_everyone:
+                allowed = _ip(client) is not None
+            else:
+                allowed = _in_networks(client, self._allow_networks)
+            if len(self._client_allowed) >= 4096:
+                self._client_allowed.clear()
+            self._client_allowed[client] = allowed
+        if not allowed:
             raise Refusal(403, "client address not allowed", "client-not-allowed")
 
     async def _authenticate(self, headers: list[Any], facts: AuditFacts) -> Any:

@@ -12,7 +12,8 @@ tail detectable; restoring an older head *and* truncating to it is not (anchor `
 MAC elsewhere if that matters).
 
 ``AuditWriter.submit`` never blocks and never raises: records go to an in-memory queue that a
-background task writes in batches (one transaction per batch). If the database is down the batch is
+background thread (its own event loop and database connection) writes in batches (one transaction
+per batch). If the database is down the batch is
 retried; beyond ``max_backlog`` queued records new ones are dropped and counted, and the next
 successful write adds a row saying how many were lost — the gap itself is on the record.
 """
@@ -20,6 +21,7 @@ successful write adds a row saying how many were lost — the gap itself is on t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -30,12 +32,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from json.encoder import encode_basestring_ascii as _encode_json_string
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ollama_guard.gateway.bgloop import BackgroundLoop, engine_for_loop
 from ollama_guard.gateway.db import (
     GENESIS_MAC,
     SecretMismatch,
@@ -112,6 +116,8 @@ class AuditRecord:
 
 def _clean_text(value: Any, limit: int) -> str:
     """Printable, storable text: no NUL (PostgreSQL rejects it), no lone surrogates, bounded length."""
+    if type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value  # the common case: nothing to do
     text = value if isinstance(value, str) else str(value)
     if not (text.isascii() and "\x00" not in text):
         text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
@@ -119,6 +125,8 @@ def _clean_text(value: Any, limit: int) -> str:
 
 
 def _clean_int(value: Any) -> int:
+    if type(value) is int and -_INT_MAX <= value <= _INT_MAX:
+        return value
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -169,10 +177,13 @@ def normalise(record: AuditRecord) -> AuditRecord:
     )
 
 
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _canonical(seq: int, document: dict[str, Any]) -> bytes:
     """Sorted-key compact JSON of the record's ``to_json()`` with ``seq`` set and latency as text."""
     document = {**document, "seq": seq, "latency_ms": f"{float(document['latency_ms']):.3f}"}
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return _CANONICAL_ENCODER.encode(document).encode("ascii")
 
 
 def canonical_bytes(seq: int, record: AuditRecord) -> bytes:
@@ -180,7 +191,7 @@ def canonical_bytes(seq: int, record: AuditRecord) -> bytes:
 
 
 def _mac(audit_key: bytes, prev_mac: str, canonical: bytes) -> str:
-    return hmac.new(audit_key, prev_mac.encode("ascii") + b"\n" + canonical, hashlib.sha256).hexdigest()
+    return hmac.digest(audit_key, prev_mac.encode("ascii") + b"\n" + canonical, "sha256").hex()
 
 
 def compute_mac(audit_key: bytes, prev_mac: str, seq: int, record: AuditRecord) -> str:
@@ -216,23 +227,125 @@ def _row_to_record(row: Any) -> AuditRecord:
 # writing
 
 
-async def append_records(conn: AsyncConnection, audit_key: bytes, records: Sequence[AuditRecord]) -> int:
-    """Append to the chain inside the caller's write transaction; returns the last seq written."""
+def _latency(value: Any) -> float:
+    if type(value) is not float:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return 0.0
+    return round(value, 3) if math.isfinite(value) else 0.0
+
+
+def _stored_values(item: AuditRecord | tuple[Any, ...]) -> dict[str, Any]:
+    """The normalised column values of a record or queued tuple (what ``normalise(r).to_json()``
+    holds, but with ``time`` as a naive UTC datetime), built without intermediate objects."""
+    if isinstance(item, AuditRecord):
+        stamp: Any = item.time
+        (key_id, key_name, client, method, path, model, status, decision, reason, bytes_in, bytes_out,
+         tokens, latency, request_id) = (
+            item.key_id, item.key_name, item.client, item.method, item.path, item.model, item.status,
+            item.decision, item.reason, item.bytes_in, item.bytes_out, item.tokens, item.latency_ms,
+            item.request_id,
+        )
+    else:
+        (stamp, key_id, key_name, client, method, path, model, status, decision, reason, bytes_in,
+         bytes_out, tokens, latency, request_id) = item
+    if isinstance(stamp, datetime):
+        when = _utc_naive(stamp)
+    elif isinstance(stamp, int | float):
+        when = datetime.fromtimestamp(stamp, UTC).replace(tzinfo=None)
+    else:
+        when = _utc_naive(None)
+    return {
+        "time": when,
+        "key_id": None if key_id is None else _clean_text(key_id, 32),
+        "key_name": None if key_name is None else _clean_text(key_name, 64),
+        "client": _clean_text(client, 256),
+        "method": _clean_text(method, 16),
+        "path": _clean_text(path, 4096),
+        "model": None if model is None else _clean_text(model, 512),
+        "status": _clean_int(status),
+        "decision": decision if decision in ("allow", "deny") else "deny",
+        "reason": _clean_text(reason, 1024),
+        "bytes_in": _clean_int(bytes_in),
+        "bytes_out": _clean_int(bytes_out),
+        "tokens": _clean_int(tokens),
+        "latency_ms": _latency(latency),
+        "request_id": _clean_text(request_id, 64),
+    }
+
+
+_INSERT_SQL: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def _insert_statement(dialect: Any) -> tuple[str, tuple[str, ...]]:
+    """The audit INSERT in the driver's own parameter style and its column order (compiled once)."""
+    cached = _INSERT_SQL.get(dialect.name)
+    if cached is None:
+        compiled = insert(audit_table).compile(dialect=dialect)
+        cached = (compiled.string, tuple(compiled.positiontup or ()))
+        _INSERT_SQL[dialect.name] = cached
+    return cached
+
+
+def _json_text(value: str | None) -> str:
+    """A JSON string exactly as ``json.dumps(value, ensure_ascii=True)`` writes it (same C encoder)."""
+    return "null" if value is None else _encode_json_string(value)
+
+
+def _fast_canonical(seq: int, values: dict[str, Any]) -> bytes:
+    """``_canonical`` for normalised values, byte for byte, without the general JSON encoder."""
+    return (
+        f'{{"bytes_in":{values["bytes_in"]},"bytes_out":{values["bytes_out"]},'
+        f'"client":{_json_text(values["client"])},"decision":{_json_text(values["decision"])},'
+        f'"key_id":{_json_text(values["key_id"])},"key_name":{_json_text(values["key_name"])},'
+        f'"latency_ms":"{values["latency_ms"]:.3f}","method":{_json_text(values["method"])},'
+        f'"model":{_json_text(values["model"])},"path":{_json_text(values["path"])},'
+        f'"reason":{_json_text(values["reason"])},"request_id":{_json_text(values["request_id"])},'
+        f'"seq":{seq},"status":{values["status"]},'
+        f'"time":"{values["time"].isoformat(timespec="microseconds")}Z","tokens":{values["tokens"]}}}'
+    ).encode("ascii")
+
+
+_MALFORMED = AuditRecord(client="-", method="-", path="-", reason="malformed audit record")
+
+
+async def append_records(
+    conn: AsyncConnection,
+    audit_key: bytes,
+    records: Sequence[AuditRecord | tuple[Any, ...]],
+    *,
+    yield_every: int = 0,
+) -> int:
+    """Normalise and append to the chain inside the caller's write transaction; returns the last seq.
+
+    Accepts ``AuditRecord``s and ``QueuedRecord`` tuples. With ``yield_every`` N, the event loop gets
+    a turn after every N records (so a large batch never holds up other tasks for long)."""
     head_query = select(state_table.c.audit_seq, state_table.c.audit_mac).where(state_table.c.id == 1)
     if conn.dialect.name == "postgresql":
         head_query = head_query.with_for_update()
     head = (await conn.execute(head_query)).one()
     seq, prev = int(head.audit_seq), head.audit_mac
+    sql, columns = _insert_statement(conn.dialect)
+    sqlite = conn.dialect.name == "sqlite"
     rows = []
-    for record in records:
+    for count, record in enumerate(records, 1):
+        if yield_every and count % yield_every == 0:
+            await asyncio.sleep(0)
         seq += 1
-        values = record.to_json()
-        mac = _mac(audit_key, prev, _canonical(seq, values))
-        values.update(seq=seq, time=_utc_naive(record.time), prev_mac=prev, mac=mac)
-        rows.append(values)
+        try:
+            values = _stored_values(record)
+        except Exception:  # a malformed record must not block the log: its slot says so
+            log.exception("audit record could not be normalised; recorded as malformed")
+            values = _stored_values(_MALFORMED)
+        mac = _mac(audit_key, prev, _fast_canonical(seq, values))
+        values["seq"], values["prev_mac"], values["mac"] = seq, prev, mac
+        if sqlite:  # the text form SQLAlchemy's SQLite DATETIME stores (and parses back)
+            values["time"] = values["time"].isoformat(sep=" ", timespec="microseconds")
+        rows.append(tuple(values[name] for name in columns))
         prev = mac
     if rows:
-        await conn.execute(insert(audit_table), rows)
+        await conn.exec_driver_sql(sql, rows)
         await conn.execute(
             update(state_table)
             .where(state_table.c.id == 1)
@@ -241,8 +354,37 @@ async def append_records(conn: AsyncConnection, audit_key: bytes, records: Seque
     return seq
 
 
+class QueuedRecord(NamedTuple):
+    """What the request path queues: a plain tuple (cheap to build); ``time`` is seconds since the
+    epoch (``time.time()``). The writer thread turns it into a normalised ``AuditRecord``."""
+
+    time: float
+    key_id: str | None
+    key_name: str | None
+    client: str
+    method: str
+    path: str
+    model: str | None
+    status: int
+    decision: str
+    reason: str
+    bytes_in: int
+    bytes_out: int
+    tokens: int
+    latency_ms: float
+    request_id: str
+
+
+RECORD_FIELDS = QueuedRecord._fields
+
+
 class AuditWriter:
-    """Queues records and writes them in batches from a background task."""
+    """Queues records and writes them in batches from a background thread with its own event loop.
+
+    ``submit`` only appends to a deque (thread-safe); normalising, HMAC chaining and the database
+    write happen in the writer thread, so the serving loop never waits for them. Only the writer
+    thread removes records from the queue, and only after their batch is committed.
+    """
 
     def __init__(
         self,
@@ -253,23 +395,36 @@ class AuditWriter:
         *,
         max_backlog: int = 100_000,
         close_timeout: float = 15.0,
+        threaded: bool = True,
     ) -> None:
         self._engine = engine
-        self._writer_engine = immediate(engine)
+        self._threaded = threaded
         self._audit_key = derive_key(secret, PURPOSE_AUDIT_MAC)
         self._fingerprint = secret_fingerprint(secret)
         self._batch_size = max(1, batch_size)
         self._flush_interval = flush_interval
         self._max_backlog = max_backlog
         self._close_timeout = close_timeout
-        self._queue: deque[AuditRecord] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._queue: deque[AuditRecord | tuple[Any, ...]] = deque()
+        self._background = BackgroundLoop("ollama-guard audit writer")
+        self._writer_engine: AsyncEngine | None = None  # used by the writer thread only
+        self._owns_writer_engine = False
+        self._wakeup: asyncio.Event | None = None  # belongs to the writer thread's loop
+        self._write_lock: asyncio.Lock | None = None  # one batch at a time (writer thread's loop)
+        self._task: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
         self._closing = False
-        self.dropped = 0  # records refused because the backlog was full (not yet reported in the log)
+        # dropped records: counted by the submitting thread, reported by the writer thread (two
+        # counters, each written by one thread only, so no update is lost)
+        self._dropped_seen = 0
+        self._dropped_reported = 0
         self.dropped_total = 0
         self.written = 0
         self.last_error: str | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Records refused because the backlog was full and not yet reported in the log."""
+        return self._dropped_seen - self._dropped_reported
 
     @property
     def backlog(self) -> int:
@@ -281,50 +436,85 @@ class AuditWriter:
         return self.last_error is None and self.dropped == 0
 
     async def start(self) -> None:
-        async with self._writer_engine.begin() as conn:
+        async with immediate(self._engine).begin() as conn:
             await bind_secret(conn, self._fingerprint)
-        self._wakeup = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="ollama-guard audit writer")
+        if not self._threaded:
+            self._writer_engine = immediate(self._engine)
+            self._task = asyncio.create_task(self._run(), name="ollama-guard audit writer")
+            return
+        engine, owned = engine_for_loop(self._engine)
+        self._writer_engine, self._owns_writer_engine = immediate(engine), owned
+        self._background.start()
+        self._task = self._background.submit(self._run())
 
-    def submit(self, record: AuditRecord) -> None:
-        """Queue a record (never blocks, never raises)."""
-        if len(self._queue) >= self._max_backlog:
-            self.dropped += 1
+    def submit(self, record: AuditRecord | tuple[Any, ...]) -> None:
+        """Queue a record, or a tuple in ``RECORD_FIELDS`` order (never blocks, never raises)."""
+        queue = self._queue
+        if len(queue) >= self._max_backlog:
+            self._dropped_seen += 1
             self.dropped_total += 1
             return
-        try:
-            self._queue.append(normalise(record))
-        except Exception:  # a malformed record must not break the request that produced it
-            log.exception("audit record could not be normalised; dropped")
-            self.dropped += 1
-            self.dropped_total += 1
-            return
-        if self._wakeup is not None and len(self._queue) >= self._batch_size:
+        queue.append(record)
+        if len(queue) % self._batch_size == 0 and self._wakeup is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        assert self._wakeup is not None
+        if self._threaded:
+            self._background.call_soon(self._wakeup.set)
+        else:
             self._wakeup.set()
 
     async def flush(self) -> None:
         """Write everything queued so far (raises if the database refuses)."""
-        while self._queue or self.dropped:
-            await self._write_batch()
+        if self._threaded and self._background.running and self._task is not None and not self._task.done():
+            await self._background.run(self._drain())
+        else:
+            if self._writer_engine is None:
+                self._writer_engine = immediate(self._engine)
+            await self._drain()
 
     async def close(self) -> None:
         """Write everything still queued, then stop (waits up to ``close_timeout`` for the database)."""
         self._closing = True
         if self._task is not None:
-            assert self._wakeup is not None
-            self._wakeup.set()
+            if self._wakeup is not None:
+                self._wake()
+            task = self._task
+            waitable = asyncio.wrap_future(task) if isinstance(task, concurrent.futures.Future) else task
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=self._close_timeout)
+                await asyncio.wait_for(asyncio.shield(waitable), timeout=self._close_timeout)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                task.cancel()
+                if isinstance(task, asyncio.Task):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            except Exception:
+                log.exception("audit writer stopped with an error")
             self._task = None
+            if self._owns_writer_engine and self._writer_engine is not None:
+                with contextlib.suppress(Exception):
+                    await self._background.run(self._writer_engine.dispose())
+            if self._threaded:
+                await self._background.stop()
         if self._queue:
             log.error("audit log: %d records could not be written before shutdown", len(self._queue))
 
+    # writer thread ---------------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        while self._queue or self.dropped:
+            await self._write_batch()
+
     async def _write_batch(self) -> None:
-        batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock:  # flush() and the background loop never write the same batch
+            await self._write_batch_locked()
+
+    async def _write_batch_locked(self) -> None:
+        queue = self._queue
+        taken = min(self._batch_size, len(queue))
+        batch: list[AuditRecord | tuple[Any, ...]] = [queue[i] for i in range(taken)]
         dropped = self.dropped
         if dropped:
             batch.append(
@@ -336,25 +526,32 @@ class AuditWriter:
                     reason=f"audit backlog full: {dropped} records were dropped",
                 )
             )
+        if not batch:
+            return
+        assert self._writer_engine is not None
         async with self._writer_engine.begin() as conn:
-            await append_records(conn, self._audit_key, batch)
-        taken = len(batch) - (1 if dropped else 0)
+            await append_records(conn, self._audit_key, batch, yield_every=0 if self._threaded else 32)
         for _ in range(taken):
-            self._queue.popleft()
-        self.dropped -= dropped
+            queue.popleft()
+        self._dropped_reported += dropped
         self.written += taken
 
     async def _run(self) -> None:
-        assert self._wakeup is not None
+        self._wakeup = wakeup = asyncio.Event()
         failures = 0
         while True:
             if not self._queue and not self.dropped:
                 if self._closing:
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._flush_interval)
-                self._wakeup.clear()
+                    await asyncio.wait_for(wakeup.wait(), timeout=self._flush_interval)
+                wakeup.clear()
                 continue
+            if len(self._queue) < self._batch_size and not self._closing and not self.dropped:
+                # let a batch fill up (or the flush interval pass) before writing
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=self._flush_interval)
+                wakeup.clear()
             try:
                 await self._write_batch()
             except asyncio.CancelledError:

@@ -8,7 +8,8 @@ stored; a presented key is hashed the same way and compared with ``hmac.compare_
 The authenticator never touches the database on the request path in the common case: it keeps a
 snapshot of every active key in memory and a background task polls ``og_state.key_generation``
 (bumped in the same transaction as every key change) every ``poll_interval`` seconds, reloading the
-snapshot when it moves — so a revocation or rotation in any process or replica takes effect within
+snapshot when it moves (in its own thread and event loop, so a busy serving loop cannot starve
+it) — so a revocation or rotation in any process or replica takes effect within
 about ``poll_interval`` + one query. An unknown key id or a wrong secret triggers at most one
 coalesced extra poll (rate-limited, so random keys cannot flood the database), and the result is
 remembered in a bounded negative cache. If the store cannot be read for longer than ``stale_after``
@@ -18,6 +19,7 @@ seconds, ``authenticate`` raises ``StoreUnavailable`` (fail closed) instead of t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ollama_guard.errors import GuardError, InputError
+from ollama_guard.gateway.bgloop import BackgroundLoop, engine_for_loop
 from ollama_guard.gateway.db import (
     SecretMismatch,
     api_keys_table,
@@ -453,34 +456,60 @@ class KeyAuthenticator:
         self._last_miss_refresh = float("-inf")
         self._poll_lock = asyncio.Lock()
         self._negative: OrderedDict[bytes, tuple[int | None, float]] = OrderedDict()
-        self._poller: asyncio.Task[None] | None = None
+        self._poller: concurrent.futures.Future[None] | None = None
         self._last_error: str | None = None
+        self._background = BackgroundLoop("ollama-guard key poller")
+        self._poll_engine: AsyncEngine | None = None  # used in the poller thread only
+        self._owns_poll_engine = False
 
     # lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the keys (GuardError if that fails) and start polling for changes."""
+        """Load the keys (GuardError if that fails) and start polling for changes.
+
+        Polling runs in a thread with its own event loop, so a busy serving loop cannot delay it:
+        the snapshot only goes stale when the store itself does not answer.
+        """
         try:
             async with immediate(self._engine).begin() as conn:
                 await bind_secret(conn, self._fingerprint)
-            await asyncio.wait_for(self._poll(), timeout=self._query_timeout * 2)
         except SecretMismatch:
             raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise GuardError(f"cannot load API keys: {short_db_error(exc)}") from None
+        if self._poll_engine is None:
+            self._poll_engine, self._owns_poll_engine = engine_for_loop(self._engine)
+        self._background.start()
+        try:
+            await self._background.run(asyncio.wait_for(self._poll(), timeout=self._query_timeout * 2))
+        except SecretMismatch:
+            await self._stop_background()
+            raise
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            await self._stop_background()
             raise GuardError(f"cannot load API keys: {short_db_error(exc)}") from None
         if self._poller is None:
-            self._poller = asyncio.create_task(self._poll_forever(), name="ollama-guard key poller")
+            self._poller = self._background.submit(self._poll_forever())
 
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
             self._poller = None
+        await self._stop_background()
 
-    # polling --------------------------------------------------------------------------------------
+    async def _stop_background(self) -> None:
+        if not self._background.running:
+            return
+        if self._owns_poll_engine and self._poll_engine is not None:
+            with contextlib.suppress(Exception):
+                await self._background.run(self._poll_engine.dispose())
+            self._poll_engine = None
+        await self._background.stop()
+
+    # polling (in the poller thread) ---------------------------------------------------------------
     async def _poll(self) -> None:
+        assert self._poll_engine is not None
         async with self._poll_lock:
-            async with self._engine.connect() as conn:
+            async with self._poll_engine.connect() as conn:
                 state = (
                     await conn.execute(
                         select(state_table.c.key_generation, state_table.c.secret_fingerprint).where(
@@ -494,6 +523,7 @@ class KeyAuthenticator:
                     rows = (
                         await conn.execute(select(api_keys_table).where(api_keys_table.c.revoked.is_(False)))
                     ).all()
+                    # one assignment each: the serving thread sees the old or the new snapshot
                     self._snapshot = {
                         r.id: _Entry(_row_to_key(r), bytes.fromhex(r.secret_hash)) for r in rows
                     }
@@ -505,6 +535,7 @@ class KeyAuthenticator:
 
     async def _poll_guarded(self) -> None:
         try:
+            # the poller's loop does nothing else, so this times out on the database alone
             await asyncio.wait_for(self._poll(), timeout=self._query_timeout)
         except asyncio.CancelledError:
             raise
@@ -521,6 +552,13 @@ class KeyAuthenticator:
 
     async def _refresh_after_miss(self) -> None:
         """At most one extra poll per ``miss_refresh_interval``; callers during a poll wait for it."""
+        if not self._poll_lock.locked():
+            now = time.monotonic()
+            if now - self._last_miss_refresh < self._miss_refresh_interval:
+                return
+        await self._background.run(self._refresh_in_poller())
+
+    async def _refresh_in_poller(self) -> None:
         if self._poll_lock.locked():
             async with self._poll_lock:
                 return
