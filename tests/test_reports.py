@@ -284,7 +284,8 @@ def test_output_extension_picks_the_format(run_cli, tmp_path, sarif_validator):
     run_cli("-o", str(forced), "--format", "json")
     assert "tool" in json.loads(forced.read_text())
     assert resolve_format(None, Path("x.SARIF")) == "sarif"
-    assert resolve_format(None, Path("x.txt")) == "json"
+    assert resolve_format(None, Path("x.txt")) == "table"  # plain text: the table, without colour
+    assert resolve_format(None, Path("x.out")) == "json"  # unknown extension: machine-readable
     assert resolve_format("Markdown", Path("x.sarif")) == "markdown"
 
 

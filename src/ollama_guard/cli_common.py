@@ -14,7 +14,14 @@ from ollama_guard.errors import InputError
 from ollama_guard.findings import Report, Severity, exit_code_for
 
 FORMATS = ("table", "json", "sarif", "html", "markdown")
-_EXTENSIONS = {".json": "json", ".sarif": "sarif", ".html": "html", ".htm": "html", ".md": "markdown"}
+_EXTENSIONS = {
+    ".json": "json",
+    ".sarif": "sarif",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "markdown",
+    ".txt": "table",
+}
 FAIL_ON_CHOICES = [s.value for s in Severity] + ["never"]
 
 

@@ -196,6 +196,7 @@ def serve(app: DecoyApp, sock: socket.socket, settings: DecoySettings) -> None:
         timeout_graceful_shutdown=2,
         server_header=False,
         date_header=True,
+        proxy_headers=False,  # the request log records who really connected, never X-Forwarded-For
     )
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:

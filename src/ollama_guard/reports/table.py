@@ -74,8 +74,11 @@ def _finding_cell(f: Finding) -> Text:
 def _findings_table(findings: list[Finding]) -> Table:
     table = Table(show_lines=True, expand=True, title="Findings", title_justify="left")
     table.add_column("Severity", no_wrap=True)
-    table.add_column("Rule", overflow="fold", ratio=1)
-    table.add_column("Target", overflow="fold", ratio=1)
+    # Rule ids stay whole (people grep for them); targets fold only past a readable width.
+    rule_width = max((len(f.rule) for f in findings), default=4)
+    target_width = min(max((len(f.target) for f in findings), default=6), 24)
+    table.add_column("Rule", no_wrap=True, min_width=rule_width)
+    table.add_column("Target", overflow="fold", min_width=target_width, ratio=1)
     table.add_column("Finding", ratio=4)
     for f in findings:
         table.add_row(
