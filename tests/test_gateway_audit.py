@@ -227,6 +227,11 @@ async def test_verify_while_the_gateway_keeps_writing(db_url: str) -> None:
 
     producer = asyncio.create_task(produce())
     try:
+        # Under load the first batch can take a while to land; start reading once the chain has begun.
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await verify_chain(reader, SECRET)).count == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the writer never wrote a record"
+            await asyncio.sleep(0.02)
         results = []
         for _ in range(6):
             await asyncio.sleep(0.05)
