@@ -18,6 +18,7 @@ from ollama_guard.investigate import fastscan
 from ollama_guard.investigate.analyze import analyze
 from ollama_guard.investigate.engine import Engine
 from ollama_guard.investigate.events import REQUEST, ClientClassifier, Event
+from ollama_guard.investigate.parse import LineParser
 from ollama_guard.investigate.report import build_report
 from ollama_guard.investigate.rules import load_rules
 from ollama_guard.investigate.sources import file_source
@@ -83,6 +84,30 @@ def test_fast_path_with_since_and_trusted(mixed: Path) -> None:
     assert report_for(mixed, fast=True, since=since) == report_for(mixed, fast=False, since=since)
     nets = ["203.0.113.0/28"]
     assert report_for(mixed, fast=True, trusted=nets) == report_for(mixed, fast=False, trusted=nets)
+
+
+def test_column_checks_in_runs_give_the_same_report(mixed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner checks gin columns a run of lines at a time (owners first seen in different runs,
+    --since cut-offs inside a run) and splits the lines it hands on in its own process: no difference."""
+    monkeypatch.setattr(fastscan, "GIN_RUN", 97)
+    nets = ["203.0.113.0/28"]
+    assert report_for(mixed, fast=True, trusted=nets) == report_for(mixed, fast=False, trusted=nets)
+    since = T + timedelta(hours=3)
+    assert report_for(mixed, fast=True, since=since) == report_for(mixed, fast=False, since=since)
+    classifier = ClientClassifier(nets)
+    config = fastscan.FastConfig(
+        analyze_mod.FAST_ENDPOINTS, classifier.classify, analyze_mod.quiet_predicate(load_rules(), classifier)
+    )
+    result = fastscan.scan_block(mixed.read_bytes(), config)
+    split = [s for s in result.slow if s.request is not None]
+    assert split
+    for slow in split:  # the scanner's split of a line is the parser's
+        event = LineParser("mixed.log", UTC).parse(slow.text, 1)
+        assert event is not None and slow.request is not None
+        _, fields = slow.request
+        assert (event.raw, event.client, event.method, event.path, event.query, event.status,
+                event.latency) == (slow.request[0], *fields[3:6], fields[6], fields[1], fields[2])
+    assert len(result.counts) >= 2  # loopback and a trusted client, counted across runs
 
 
 def test_fast_path_leaves_rule_relevant_owner_lines_to_the_parser() -> None:

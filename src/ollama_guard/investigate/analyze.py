@@ -103,6 +103,9 @@ def analyze(
         base = 0
         for block in _blocks(source, config, nworkers):
             for slow in block.slow:
+                if slow.request is not None:
+                    engine.feed(parser.parse_request(slow.request[0], base + slow.index + 1, slow.request[1]))
+                    continue
                 ctx = None
                 if slow.context is not None:
                     ctx = [(base + i + 1, text) for i, text in slow.context]

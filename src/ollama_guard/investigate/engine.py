@@ -70,6 +70,28 @@ class ClientTally:
         if last is not None and (self.last is None or last > self.last):
             self.last = last
 
+    def add_request(self, event: Event) -> None:
+        """One request event: ``see`` + sources + latency + ``add_endpoint`` + ``add_status`` in one call."""
+        self.requests += 1
+        when = event.time
+        if when is not None:
+            if self.first is None or when < self.first:
+                self.first = when
+            if self.last is None or when > self.last:
+                self.last = when
+        self.sources.add(event.source)
+        self.latency += event.latency
+        key = (event.method, event.path)
+        counts = self._endpoints
+        if key in counts:
+            counts[key] += 1
+        elif len(counts) < MAX_ENDPOINT_KEYS:
+            counts[key] = 1
+        else:
+            self._other_endpoints += 1
+        statuses = self._statuses
+        statuses[event.status] = statuses.get(event.status, 0) + 1
+
     def add_endpoint(self, method: str, path: str, count: int = 1) -> None:
         key = (method, path)
         counts = self._endpoints
@@ -191,10 +213,11 @@ class _EventCount:
         self.events: deque[Event] = deque(maxlen=max(1, int(corr.gte)))
 
     def add(self, event: Event) -> list[Event] | None:
-        self.events.append(event)
-        if len(self.events) == self.events.maxlen and _span(self.events[0], event) <= self.window:
-            fired = list(self.events)
-            self.events.clear()
+        events = self.events
+        events.append(event)
+        if len(events) == events.maxlen and _span(events[0], event) <= self.window:
+            fired = list(events)
+            events.clear()
             return fired
         return None
 
@@ -211,14 +234,16 @@ class _ValueCount:
 
     def add(self, event: Event) -> list[Event] | None:
         value = _field(event, self.field)
-        self.values.pop(value, None)
-        self.values[value] = event
-        for key in list(self.values):  # oldest first (insertion order)
-            if _span(self.values[key], event) > self.window or len(self.values) > MAX_VALUES:
-                del self.values[key]
+        values = self.values
+        values.pop(value, None)
+        values[value] = event
+        while values:  # drop the oldest (insertion order) while expired or too many
+            key = next(iter(values))
+            if _span(values[key], event) > self.window or len(values) > MAX_VALUES:
+                del values[key]
             else:
                 break
-        if len(self.values) >= self.gte:
+        if len(values) >= self.gte:
             fired = sorted(self.values.values(), key=lambda e: (e.time is None, e.time, e.line))
             self.values.clear()
             return fired
@@ -239,7 +264,7 @@ class _Sum:
         self.buckets: deque[list[Any]] = deque()  # [start time, total, count, first event, last event]
 
     def add(self, event: Event) -> list[Event] | None:
-        value = float(_field(event, self.field) or 0)
+        value = float((event.latency if self.field == "latency" else _field(event, self.field)) or 0)
         t = event.time
         if self.buckets and t is not None and self.buckets[-1][0] is not None and (
             (t - self.buckets[-1][0]).total_seconds() < self.width
@@ -254,7 +279,7 @@ class _Sum:
             (t - self.buckets[0][0]).total_seconds() > self.window
         ):
             self.buckets.popleft()
-        if sum(b[1] for b in self.buckets) >= self.gte:
+        if sum([b[1] for b in self.buckets]) >= self.gte:
             fired = [self.buckets[0][3], self.buckets[-1][4]]
             fired[0].detail.setdefault("_count", sum(b[2] for b in self.buckets))
             self.buckets.clear()
@@ -272,8 +297,12 @@ class _Sequence:
         self.chains: list[list[Event] | None] = [None] * len(corr.steps)
 
     def add(self, event: Event) -> list[Event] | None:
+        return self.add_matched(event, tuple(step.matches(event) for step in self.steps))
+
+    def add_matched(self, event: Event, hits: tuple[bool, ...]) -> list[Event] | None:
+        """``add`` with the steps the event matches already known (``hits[i]``: step i)."""
         for i in range(len(self.steps) - 1, -1, -1):
-            if not self.steps[i].matches(event):
+            if not hits[i]:
                 continue
             if i == 0:
                 chain = self.chains[0]
@@ -354,9 +383,10 @@ _STATE_TYPES = {
 
 
 def _span(a: Event, b: Event) -> float:
-    if a.time is None or b.time is None:
+    ta, tb = a.time, b.time
+    if ta is None or tb is None:
         return 0.0
-    return abs((b.time - a.time).total_seconds())
+    return abs((tb - ta).total_seconds())
 
 
 def _field(event: Event, name: str) -> Any:
@@ -384,7 +414,7 @@ class Engine:
         self.configs: list[dict[str, Any]] = []
         self.versions: dict[str, str] = {}
         self.crashes = 0
-        self._match_cache: dict[tuple[str, str, str, int, str], list[int]] = {}
+        self._match_cache: dict[tuple[str, str, str, int, str], list[_Plan]] = {}
         self._fed = 0
         self._max_window = [max((c.seconds for c in r.correlate), default=0.0) for r in rules]
 
@@ -458,11 +488,7 @@ class Engine:
 
     def _request(self, event: Event) -> None:
         tally = self.tallies.get(event.client) or self._tally(event.client)
-        tally.see(event.time)
-        tally.sources.add(event.source)
-        tally.latency += event.latency
-        tally.add_endpoint(event.method, event.path)
-        tally.add_status(event.status)
+        tally.add_request(event)
         if event.model:
             tally.models[event.model] += 1
         if event.method == "POST" and event.path in ("/api/push", "/api/pull"):
@@ -486,28 +512,46 @@ class Engine:
         if event.kind == LISTENING and event.detail.get("version"):
             self.versions[event.source] = event.detail["version"]
 
-    def _matching(self, event: Event, client_class: str) -> list[int]:
-        """Indices of the rules whose select matches (cached for requests: few distinct shapes)."""
+    def _matching(self, event: Event, client_class: str) -> list[_Plan]:
+        """What to do for each rule whose select matches (cached for requests: few distinct shapes)."""
         if event.kind != REQUEST:
-            return [i for i, r in enumerate(self.rules) if r.select.matches(event, client_class)]
+            return self._plans(event, client_class)
         key = (client_class, event.method, event.path, event.status, event.decision)
         hit = self._match_cache.get(key)
         if hit is None:
-            hit = [i for i, r in enumerate(self.rules) if r.select.matches(event, client_class)]
+            hit = self._plans(event, client_class)
             if len(self._match_cache) >= MATCH_CACHE:
                 self._match_cache.clear()
             self._match_cache[key] = hit
         return hit
 
+    def _plans(self, event: Event, client_class: str) -> list[_Plan]:
+        """For a request, everything here depends only on the match-cache key (class, method, path,
+        status, decision): the select, the severity (``adjust`` selects) and which sequence steps match."""
+        plans = []
+        for index, rule in enumerate(self.rules):
+            if not rule.select.matches(event, client_class):
+                continue
+            severity = rule.severity if event.kind == CRASH else rule.severity_for(event, client_class)
+            corrs = []
+            for ci, corr in enumerate(rule.correlate):
+                hits = tuple(step.matches(event) for step in corr.steps) if corr.type == "sequence" else None
+                # a sequence state that no step of it matches is left untouched by the event
+                corrs.append((ci, corr, hits, hits is not None and not any(hits)))
+            plans.append(_Plan(index, rule, severity, tuple(corrs)))
+        return plans
+
     def _evaluate(self, event: Event, client_class: str) -> None:
-        for index in self._matching(event, client_class):
-            rule = self.rules[index]
-            target = event.client if event.kind == REQUEST else event.source
+        is_request = event.kind == REQUEST
+        for plan in self._matching(event, client_class):
+            rule = plan.rule
+            index = plan.index
+            target = event.client if is_request else event.source
             if event.kind == CRASH:
                 self._crash(rule, event)
                 continue
-            severity = rule.severity_for(event, client_class)
-            if not rule.correlate:
+            severity = plan.severity
+            if not plan.correlations:
                 acc = self._acc(rule, target, severity, client_class)
                 acc.add(event, severity)
                 if event.kind in (CONFIG, LISTENING):
@@ -515,13 +559,16 @@ class Engine:
                 acc.window(event.time, event.time, 1, "single", SINGLE_GAP)
                 continue
             key = (rule.id, target)
-            for ci, corr in enumerate(rule.correlate):
+            states = self._states
+            for ci, corr, hits, skip in plan.correlations:
+                if skip:
+                    continue
                 skey = (index, ci, target)
-                state = self._states.get(skey)
+                state = states.get(skey)
                 if state is None:
                     state = _STATE_TYPES[corr.type](corr)
-                    self._states[skey] = state
-                fired = state.add(event)
+                    states[skey] = state
+                fired = state.add(event) if hits is None else state.add_matched(event, hits)
                 if fired:
                     acc = self._acc(rule, target, severity, client_class)
                     if key not in self._triggered:
@@ -576,6 +623,17 @@ class Engine:
             acc = Accumulator(rule, target, severity, client_class)
             self.accumulators[key] = acc
         return acc
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A rule that matches an event shape: its severity for it and, per correlation, (position,
+    correlation, which sequence steps match or None, whether the event can be skipped)."""
+
+    index: int
+    rule: Rule
+    severity: Severity
+    correlations: tuple[tuple[int, Correlation, tuple[bool, ...] | None, bool], ...]
 
 
 def _describe(corr: Correlation) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from urllib.parse import urlsplit
 
 from ollama_guard.investigate.events import CONFIG, CRASH, LISTENING, REQUEST, TRANSFER, Event
@@ -111,9 +111,12 @@ class LineParser:
         self.tz = tz
         self.stats = stats or ParseStats()
         self.last_time: datetime | None = None
+        # (time, line number, message) of the last gin lines, for the context of a crash
         self.recent_requests: deque[tuple[datetime | None, int, str]] = deque(maxlen=CONTEXT_REQUESTS)
         self._lineno = 0
-        self._aware: dict[datetime, datetime] = {}
+        self._aware: dict[str, datetime] = {}  # gin stamp → aware time (consecutive lines share seconds)
+        self._days: dict[str, datetime] = {}  # gin stamp's date → aware midnight
+        self._clock: dict[str, timedelta] = {}  # gin stamp's "HH:MM:SS" → offset from midnight
         self._trace: list[str] | None = None
         self._trace_left = 0
 
@@ -131,25 +134,64 @@ class LineParser:
         if "\x1b" in text:
             text = lf.strip_ansi(text)
         text = text.rstrip("\r")
-        msg, prefix_time = lf.split_prefix(text)
+        if text.startswith(lf.GIN_MARKER):  # no collector prefix can start with "["
+            msg, prefix_time = text, None
+        else:
+            msg, prefix_time = lf.split_prefix(text)
         if lf.GIN_MARKER in msg:
             self._trace = None
-            gin = lf.parse_gin(msg)
-            if gin is None:
+            fields = lf.parse_gin_fields(msg)
+            if fields is None:
                 stats.bad(f"{self.source}:{lineno}", text)
                 return None
-            when = self._aware.get(gin.time)
-            if when is None:
-                if len(self._aware) > 4096:
-                    self._aware.clear()
-                when = self._aware[gin.time] = gin.time.replace(tzinfo=self.tz)
-            self.last_time = when
-            stats.requests += 1
-            stats.see(when)
-            where = f"{self.source}:{lineno}"
-            self.recent_requests.append((when, lineno, f"{where}: {msg}"))
-            return Event(REQUEST, when, self.source, lineno, msg, client=gin.client, method=gin.method,
-                         path=gin.path, query=gin.query, status=gin.status, latency=gin.latency)
+            return self._request(msg, lineno, fields)
+        return self._other(msg, lineno, prefix_time)
+
+    def parse_request(self, msg: str, lineno: int, fields: lf.GinFields) -> Event:
+        """A gin line already split by ``gin_message`` + ``parse_gin_fields`` (in a scanner process):
+        the same Event and bookkeeping as ``parse`` of the whole line."""
+        self._lineno = lineno
+        self.stats.lines += 1
+        self._trace = None
+        return self._request(msg, lineno, fields)
+
+    def _request(self, msg: str, lineno: int, fields: lf.GinFields) -> Event:
+        stamp, status, latency, client, method, path, query = fields
+        when = self._aware.get(stamp)
+        if when is None:
+            when = self._aware_time(stamp)
+        self.last_time = when
+        stats = self.stats
+        stats.requests += 1
+        stats.see(when)
+        self.recent_requests.append((when, lineno, msg))
+        # positional: kind, time, source, line, raw, client, method, path, query, status, latency
+        return Event(REQUEST, when, self.source, lineno, msg, client, method, path, query, status, latency)
+
+    def _aware_time(self, stamp: str) -> datetime:
+        """The aware time of a gin stamp that ``parse_gin_fields`` accepted (dates cached)."""
+        day = self._days.get(stamp[:10])
+        if day is None:
+            naive = lf.gin_time(stamp)
+            assert naive is not None  # parse_gin_fields checked it
+            if len(self._days) > 4096:
+                self._days.clear()
+            day = self._days[stamp[:10]] = naive.replace(hour=0, minute=0, second=0, tzinfo=self.tz)
+        clock = stamp[13:]
+        offset = self._clock.get(clock)
+        if offset is None:  # 86,400 valid times of day
+            if len(self._clock) > 100_000:
+                self._clock.clear()
+            offset = self._clock[clock] = timedelta(hours=int(stamp[13:15]), minutes=int(stamp[16:18]),
+                                                    seconds=int(stamp[19:21]))
+        when = day + offset  # same as replace(): aware arithmetic keeps the wall time and the zone
+        if len(self._aware) > 4096:
+            self._aware.clear()
+        self._aware[stamp] = when
+        return when
+
+    def _other(self, msg: str, lineno: int, prefix_time: datetime | None) -> Event | None:
+        stats = self.stats
         app_time = lf.app_line_time(msg, self.tz) if msg[:1] in "t0123456789" else None
         if self._trace is not None:
             # a Go trace continues until the next timestamped line (or TRACE_LINES lines)
@@ -194,7 +236,7 @@ class LineParser:
 
     def _context(self, when: datetime | None) -> list[str]:
         """The last gin lines before a crash, if they are close to it in time."""
-        return [text for t, lineno, text in self.recent_requests
+        return [f"{self.source}:{lineno}: {text}" for t, lineno, text in self.recent_requests
                 if lineno >= self._lineno - CONTEXT_LINES
                 and (when is None or t is None or abs((when - t).total_seconds()) <= CONTEXT_SECONDS)]
 
@@ -208,7 +250,7 @@ class LineParser:
             when = gin.time.replace(tzinfo=self.tz)
             if self.last_time is None or when > self.last_time:
                 self.last_time = when
-            self.recent_requests.append((when, lineno, f"{self.source}:{lineno}: {msg}"))
+            self.recent_requests.append((when, lineno, msg))
 
 
 _CREDENTIALS = re.compile(r"://[^/\s@\]\[]+@")
@@ -216,3 +258,12 @@ _CREDENTIALS = re.compile(r"://[^/\s@\]\[]+@")
 
 def _clip(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def gin_message(text: str) -> str | None:
+    """The message of a line as ``LineParser.parse`` sees it, when it is a gin line; else None."""
+    if "\x1b" in text:
+        text = lf.strip_ansi(text)
+    text = text.rstrip("\r")
+    msg = text if text.startswith(lf.GIN_MARKER) else lf.split_prefix(text)[0]
+    return msg if lf.GIN_MARKER in msg else None

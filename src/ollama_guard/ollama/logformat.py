@@ -189,7 +189,7 @@ _GIN_RE = re.compile(
     r"\[GIN\] (\d{4}/\d\d/\d\d - \d\d:\d\d:\d\d) \|\s*(\d{3})\s*\|\s*(\S+)\s*\|"
     r"([^|]*)\|\s*([A-Z]+)\s+(\"(?:[^\"\\]|\\.)*\")\s*$"
 )
-_TIME_CACHE: dict[str, datetime | None] = {}
+_DAY_CACHE: dict[str, datetime | None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,35 +205,53 @@ class GinLine:
     query: str  # decoded, without "?"
 
 
-def parse_gin(message: str) -> GinLine | None:
-    """Parse a gin line (prefix and colours already removed); None when it is not one or is malformed."""
+# (stamp "YYYY/MM/DD - HH:MM:SS", status, latency seconds, client, method, path, query): plain values,
+# cheap to pickle between processes; the stamp is known to be a valid date and time.
+GinFields = tuple[str, int, float, str, str, str, str]
+
+
+def parse_gin_fields(message: str) -> GinFields | None:
+    """``parse_gin`` without building the datetime and the record (same acceptance)."""
     m = _GIN_RE.search(message)
     if m is None:
         return None
     stamp, status, latency_text, client, method, target = m.groups()
     latency = parse_go_duration(latency_text)
-    if latency is None:
+    if latency is None or gin_time(stamp) is None:
         return None
-    when = gin_time(stamp)
-    if when is None:
+    if "\\" in target:
+        path, _, query = go_unquote(target).partition("?")
+    else:
+        path, _, query = target[1:-1].partition("?")
+    return stamp, int(status), latency, client.strip(), method, path, query
+
+
+def parse_gin(message: str) -> GinLine | None:
+    """Parse a gin line (prefix and colours already removed); None when it is not one or is malformed."""
+    fields = parse_gin_fields(message)
+    if fields is None:
         return None
-    path, _, query = go_unquote(target).partition("?")
-    return GinLine(when, int(status), latency, client.strip(), method, path, query)
+    stamp, status, latency, client, method, path, query = fields
+    return GinLine(gin_time(stamp), status, latency, client, method, path, query)  # type: ignore[arg-type]
 
 
 def gin_time(stamp: str) -> datetime | None:
-    """``2024/08/19 - 14:13:01`` → naive datetime (cached: consecutive lines share their seconds)."""
-    when = _TIME_CACHE.get(stamp, False)
-    if when is False:
+    """``2024/08/19 - 14:13:01`` → naive datetime (the date part is cached: a log has few days)."""
+    day = _DAY_CACHE.get(stamp[:10], False)
+    if day is False:
         try:
-            when = datetime(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]), int(stamp[13:15]),
-                            int(stamp[16:18]), int(stamp[19:21]))
+            day = datetime(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]))
         except ValueError:
-            when = None
-        if len(_TIME_CACHE) > 4096:
-            _TIME_CACHE.clear()
-        _TIME_CACHE[stamp] = when
-    return when  # type: ignore[return-value]
+            day = None
+        if len(_DAY_CACHE) > 4096:
+            _DAY_CACHE.clear()
+        _DAY_CACHE[stamp[:10]] = day
+    if day is None:
+        return None
+    try:
+        return day.replace(hour=int(stamp[13:15]), minute=int(stamp[16:18]), second=int(stamp[19:21]))  # type: ignore[union-attr]
+    except ValueError:
+        return None
 
 
 def format_gin(line: GinLine, latency_text: str, *, color: bool = False) -> str:
