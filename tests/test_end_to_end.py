@@ -639,11 +639,6 @@ def test_audit_log_is_intact_and_investigated(deployment: Deployment) -> None:
     assert report["stats"]["sources"]["audit-db"]["requests"] >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway audit log leaves `model` empty on a model-not-allowed denial, although the model was "
-    "parsed to decide it: the incident report cannot say which model a refused key went for",
-)
 def test_refused_model_is_named_in_the_audit_trail(deployment: Deployment) -> None:
     alice = ollama.Client(host=deployment.gateway.url, headers=deployment.gateway.auth("alice"))
     with pytest.raises(ollama.ResponseError) as other:

@@ -10,7 +10,8 @@ Order of decisions for every request (each refusal is answered here and never re
 6. API key (`Authorization: Bearer` or `X-API-Key`) → 401 / 503 when the key store cannot decide;
 7. role → 403; cloud/account routes need `allow_cloud` → 403;
 8. body: encoding → 415, size → 413, slow → 408, Go-JSON ambiguity → 400;
-9. model patterns on every body field naming a model, egress policy → 400 / 403;
+9. model patterns on every body field naming a model, `/api/create` fields the gateway cannot judge,
+   egress policy, optional caps on num_ctx / keep_alive → 400 / 403;
 10. rate / concurrency / token limits → 429 (503 when the limit store is down);
 11. relay to Ollama (502 down, 504 slow), streaming chunk by chunk, listings filtered.
 
@@ -46,8 +47,9 @@ from ollama_guard.gateway.body import (
 )
 from ollama_guard.gateway.config import GatewayConfig, IPNetwork
 from ollama_guard.gateway.limits import Limited, StoreUnavailable
-from ollama_guard.gateway.listing import filter_listing
+from ollama_guard.gateway.listing import decode_listing, filter_listing
 from ollama_guard.gateway.metrics import METRICS_CONTENT_TYPE, GatewayMetrics
+from ollama_guard.gateway.options import check_option_caps
 from ollama_guard.gateway.policy import (
     EgressPolicy,
     Refusal,
@@ -82,6 +84,8 @@ MAX_KEY_CHARS = 512
 SMALL_RESPONSE = 256 * 1024
 _JSON = b"application/json; charset=utf-8"
 _OVERRIDE_HEADERS = (b"x-http-method-override", b"x-http-method", b"x-method-override")
+_LEGACY_CREATE_FIELDS = ("modelfile", "path")
+_BLOB_CREATE_FIELDS = ("files", "adapters")
 _CORS_ALLOW_HEADERS = frozenset(
     {"authorization", "content-type", "x-api-key", "accept", "user-agent", "openai-organization",
      "openai-project", "anthropic-version"}
@@ -227,6 +231,7 @@ class GatewayApp:
         self._trusted = config.trusted_proxy_networks
         self._client_allowed: dict[str, bool] = {}  # client address text → allowed (bounded cache)
         self._cors = frozenset(config.cors_origins)
+        self._option_caps = config.max_num_ctx is not None or config.max_keep_alive is not None
         self._owns_services = services is None
         # request ids: a random per-process prefix and a counter (unique without a syscall per request)
         self._id_prefix = secrets.token_hex(6) + "-"
@@ -560,6 +565,8 @@ class GatewayApp:
             facts.body_pending = False
             body = judge_json(raw, self.config.max_json_depth)
             self._check_body_policy(route, body, matcher, facts)
+            if self._option_caps and route.endpoint.is_compute and not role_allows(key.role, "admin"):
+                check_option_caps(body, self.config.max_num_ctx, self.config.max_keep_alive)
             data = raw
         elif route.body == "blob":
             check_body_headers(body_info, self.config.max_blob_bytes)
@@ -574,8 +581,8 @@ class GatewayApp:
                 check_digest(params["digest"])
             if "model" in params:
                 name = model_from_path(params["model"])
+                facts.model = name.canonical()  # recorded before judging: a refusal names the model
                 self._check_model(name, matcher)
-                facts.model = name.canonical()
 
         await self._forward(route, key, matcher, method, path, upstream_headers, data, receive, send, facts,
                             cors_headers)
@@ -594,10 +601,11 @@ class GatewayApp:
             name = model_from_body(body.get(field), field)
             if name is None:
                 continue
-            self._check_model(name, matcher)
+            if not names:  # `model` wins over `name` (Ollama's cmp.Or); recorded before judging
+                facts.model = name.canonical()
             names.append((field, name))
-        if names:
-            facts.model = names[0][1].canonical()  # `model` wins over `name` (Ollama's cmp.Or)
+        for _field, name in names:
+            self._check_model(name, matcher)
         egress = route.egress
         if egress == "pull":
             self.egress.check_insecure(body.get("insecure"))
@@ -608,11 +616,39 @@ class GatewayApp:
             for field, name in names:
                 self.egress.check_push(name, field)
         elif egress == "create":
+            self._check_create_sources(body, matcher)
             for field, name in names:
                 if field == "from":
                     self.egress.check_pull(name, field)
             if body.get("remote_host") not in (None, "") and not self.config.allow_cloud:
                 raise Refusal(403, "remote models are not allowed", "cloud-not-allowed")
+
+    @staticmethod
+    def _check_create_sources(body: JsonBody, matcher: Callable[[str], bool]) -> None:
+        """`/api/create` fields the gateway cannot judge are refused (fail closed).
+
+        * `modelfile` / `path` (Ollama < 0.5.5): a Modelfile text or a file on the *server's* disk whose
+          `FROM` line may name any model or registry — refused for every key.
+        * `files` / `adapters` name blobs by digest, and a digest can be any model's weights: refused
+          for keys restricted to some models (an unrestricted admin key keeps them).
+        """
+        for field in _LEGACY_CREATE_FIELDS:
+            if body.get(field) not in (None, ""):
+                raise Refusal(
+                    400,
+                    f"the legacy /api/create field {field!r} is not accepted by the gateway; "
+                    "use 'from', 'files', 'template', 'system', 'parameters' instead",
+                    "legacy-create-field",
+                )
+        if matcher is allow_all:
+            return
+        for field in _BLOB_CREATE_FIELDS:
+            if body.get(field) not in (None, "", {}, []):
+                raise Refusal(
+                    403,
+                    f"/api/create with {field!r} (blobs by digest) needs a key that may use every model",
+                    "create-blobs-not-allowed",
+                )
 
     # --- upstream ---------------------------------------------------------------------------------
     async def _forward(
@@ -644,7 +680,8 @@ class GatewayApp:
             raise Refusal(503, "limit store unavailable", "limit-store-unavailable") from None
 
         watcher: asyncio.Task[None] | None = None
-        counter = TokenCounter() if route.endpoint.is_compute else None
+        # generation and embedding routes (not /api/create, whose status lines are no tokens)
+        counter = TokenCounter() if route.endpoint.is_compute and route.egress is None else None
         self.metrics.in_flight.inc()
         try:
             if route.long_running and route.body != "blob":
@@ -659,7 +696,7 @@ class GatewayApp:
                 await slot.__aexit__(None, None, None)
             except Exception:
                 log.exception("could not release a limiter slot")
-            if counter is not None:
+            if counter is not None and facts.status == 200:  # an error answer generated nothing
                 tokens = counter.total(route.endpoint.stream == "sse")
                 facts.tokens = tokens
                 if tokens:
@@ -708,9 +745,16 @@ class GatewayApp:
             extra = [(b"x-request-id", facts.request_id.encode()), *cors_headers]
             if route.listing is not None and resp.status == 200 and method == "GET":
                 raw = await resp.read()
-                if matcher is not allow_all or not self.config.allow_cloud:
-                    raw = filter_listing(route.listing, raw, matcher, self.config.allow_cloud)
-                headers = response_headers(resp, drop_length=True)
+                encoding = resp.header(b"content-encoding")
+                if encoding is not None or matcher is not allow_all or not self.config.allow_cloud:
+                    # a compressed answer (the gateway asked for identity) is decoded, bounded, first:
+                    # the filtered listing always goes out plain, without Content-Encoding
+                    raw = filter_listing(
+                        route.listing, decode_listing(raw, encoding), matcher, self.config.allow_cloud
+                    )
+                headers = [
+                    h for h in response_headers(resp, drop_length=True) if h[0] != b"content-encoding"
+                ]
                 headers.append((b"content-length", str(len(raw)).encode()))
                 await self._relay_whole(send, resp.status, headers + extra, raw, facts, None)
                 return

@@ -75,6 +75,8 @@ class GatewayConfig(BaseModel):
     secret_file: Path | None = None
     metrics: bool = True
     workers: int = 1
+    max_num_ctx: int | None = None  # cap on options.num_ctx for keys below admin (None: no cap)
+    max_keep_alive: float | None = None  # cap in seconds on keep_alive for keys below admin
 
     @field_validator("listen")
     @classmethod
@@ -128,6 +130,13 @@ class GatewayConfig(BaseModel):
             raise ValueError("must be at least 1")
         return v
 
+    @field_validator("max_num_ctx", "max_keep_alive")
+    @classmethod
+    def _optional_positive(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
     @field_validator("request_timeout", "upstream_connect_timeout", "upstream_timeout")
     @classmethod
     def _positive_float(cls, v: float) -> float:
@@ -168,7 +177,9 @@ _LIST_FIELDS = frozenset(
 def _env_value(field: str, raw: str) -> Any:
     if field in _LIST_FIELDS:
         return tuple(item.strip() for item in raw.split(",") if item.strip())
-    if field in ("redis", "tls_cert", "tls_key", "secret_file") and raw.strip() == "":
+    if field in ("redis", "tls_cert", "tls_key", "secret_file", "max_num_ctx", "max_keep_alive") and (
+        raw.strip() == ""
+    ):
         return None
     return raw
 

@@ -9,7 +9,8 @@ SQLAlchemy 2 Core only (no ORM). Tables:
 * ``og_audit_log`` the hash-chained audit log (see ``audit.py``).
 
 SQLite connections are opened per use (``NullPool``): each one sees the file as it is now (a replaced
-or unreadable file is noticed at once) and WAL mode + a busy timeout let several processes share it.
+or unreadable file is noticed at once) and WAL mode (set once by ``init_schema``) + a busy timeout let
+several processes share it.
 Write transactions that need the chain head use ``BEGIN IMMEDIATE`` (``immediate(engine)``).
 """
 
@@ -210,11 +211,10 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # per-connection settings only: nothing here writes to the file (WAL mode, which is
+            # stored in the file's header, is set by init_schema, i.e. only by commands that create
+            # or prepare a gateway database — never by read-only ones on a file that may not be ours)
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-            except Exception:  # a read-only copy (e.g. for `investigate`) is still readable
-                log.debug("could not switch %s to WAL mode", engine.url.database)
             cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
@@ -244,9 +244,28 @@ async def _ensure_state_row(conn: AsyncConnection) -> None:
         )
 
 
-async def init_schema(engine: AsyncEngine) -> None:
-    """Create the gateway tables (and the state row) if they are missing. Safe to run concurrently."""
+def _set_wal(sync_conn: Any) -> str:
+    """Switch a SQLite file to WAL mode, outside any transaction (SQLite refuses it inside one)."""
+    cursor = sync_conn.connection.dbapi_connection.cursor()
     try:
+        cursor.execute("PRAGMA journal_mode = WAL")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return str(row[0]).lower() if row else ""
+
+
+async def init_schema(engine: AsyncEngine) -> None:
+    """Create the gateway tables (and the state row) if they are missing. Safe to run concurrently.
+
+    A SQLite database is switched to WAL mode here (persistent in the file), so several processes
+    can share it."""
+    try:
+        if not is_postgres(engine):
+            async with engine.connect() as conn:
+                mode = await conn.run_sync(_set_wal)
+                if mode != "wal":
+                    log.debug("could not switch %s to WAL mode (%s)", engine.url.database, mode)
         async with immediate(engine).begin() as conn:
             if is_postgres(engine):
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_ID})
@@ -256,6 +275,28 @@ async def init_schema(engine: AsyncEngine) -> None:
         raise GuardError(f"cannot prepare database {redact_url(str(engine.url))}: {_short(exc)}") from None
     except OSError as exc:
         raise GuardError(f"cannot reach database {redact_url(str(engine.url))}: {exc}") from None
+
+
+async def require_schema(engine: AsyncEngine) -> None:
+    """GuardError unless the database already holds the gateway's tables. Commands that only read or
+    change existing keys or records call this instead of ``init_schema``, so pointing them at some
+    other database changes nothing in it."""
+    def missing(sync_conn: Any) -> list[str]:
+        from sqlalchemy import inspect
+
+        present = set(inspect(sync_conn).get_table_names())
+        return [t.name for t in metadata.sorted_tables if t.name not in present]
+
+    try:
+        async with engine.connect() as conn:
+            absent = await conn.run_sync(missing)
+    except SQLAlchemyError as exc:
+        raise GuardError(f"cannot read database {redact_url(str(engine.url))}: {_short(exc)}") from None
+    except OSError as exc:
+        raise GuardError(f"cannot reach database {redact_url(str(engine.url))}: {exc}") from None
+    if absent:
+        shown = redact_url(str(engine.url)).replace("+aiosqlite", "").replace("+asyncpg", "")
+        raise GuardError(f"{shown} is not an ollama-guard gateway database (no {absent[0]} table)")
 
 
 def _short(exc: BaseException) -> str:

@@ -20,7 +20,14 @@ import click
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.config import GatewayConfig, load_config
-from ollama_guard.gateway.db import check_url, create_engine_for, init_schema, redact_url, sqlite_path
+from ollama_guard.gateway.db import (
+    check_url,
+    create_engine_for,
+    init_schema,
+    redact_url,
+    require_schema,
+    sqlite_path,
+)
 from ollama_guard.gateway.keys import ApiKey, KeyStore, Role
 from ollama_guard.gateway.secrets import load_server_secret
 
@@ -66,6 +73,8 @@ def run_with_engine(config: GatewayConfig, work: Callable[[Any], Awaitable[T]], 
         try:
             if init:
                 await init_schema(engine)
+            else:
+                await require_schema(engine)  # never writes to a database that is not ours
             return await work(engine)
         except OSError as exc:  # e.g. PostgreSQL not listening: one clear line, not the bare errno
             raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
@@ -202,14 +211,14 @@ def revoke_command(name_or_id: str, db: str | None, config_file: Path | None) ->
     """Revoke a key; gateways stop accepting it within about a second."""
     config = resolve_config(config_file, db)
     require_database(config)
-    secret = load_server_secret(config)
 
     async def work(engine: Any) -> tuple[bool, ApiKey]:
-        store = KeyStore(engine, secret)
+        # after the schema check; a key to change implies its secret exists already
+        store = KeyStore(engine, load_server_secret(config, create=False))
         before = await store.get(name_or_id)
         return before.revoked, await store.revoke(name_or_id)
 
-    was_revoked, key = run_with_engine(config, work)
+    was_revoked, key = run_with_engine(config, work, init=False)
     if was_revoked:
         click.echo(f"key {key.name!r} (id {key.id}) was already revoked")
     else:
@@ -223,12 +232,12 @@ def rotate_command(name_or_id: str, db: str | None, config_file: Path | None) ->
     """Give a key a new secret (printed once); the old secret stops working within about a second."""
     config = resolve_config(config_file, db)
     require_database(config)
-    secret = load_server_secret(config)
 
     async def work(engine: Any) -> tuple[ApiKey, str]:
-        return await KeyStore(engine, secret).rotate(name_or_id)
+        # after the schema check; a key to change implies its secret exists already
+        return await KeyStore(engine, load_server_secret(config, create=False)).rotate(name_or_id)
 
-    key, token = run_with_engine(config, work)
+    key, token = run_with_engine(config, work, init=False)
     click.echo(
         f"rotated key {key.name!r} (id {key.id}); gateways stop accepting the old secret within a second",
         err=True,

@@ -8,6 +8,7 @@ A listing entry is kept only when its name parses and its canonical name matches
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 from ollama_guard.gateway.policy import ListingKind, ModelMatcher, parse_cached
@@ -31,6 +32,35 @@ def _entry_allowed(entry: Any, fields: tuple[str, ...], matcher: ModelMatcher, a
         return False
     names = [entry.get(f) for f in fields if entry.get(f) is not None]
     return bool(names) and all(_allowed(n, matcher, allow_cloud) for n in names)
+
+
+MAX_DECODED_LISTING = 16 * 1024 * 1024
+
+
+def decode_listing(body: bytes, encoding: bytes | None) -> bytes:
+    """The listing's bytes without any Content-Encoding: gzip/deflate are decoded up to
+    MAX_DECODED_LISTING bytes; anything else (unknown coding, corrupt or oversized data) becomes
+    b"" — which filters to an empty listing, never to the unfiltered one."""
+    if encoding is None:
+        return body
+    codings = [c.strip().lower() for c in encoding.split(b",") if c.strip()]
+    for coding in reversed(codings):  # applied in order, so undone in reverse
+        if coding == b"identity":
+            continue
+        if coding in (b"gzip", b"x-gzip"):
+            wbits = 16 + zlib.MAX_WBITS
+        elif coding == b"deflate":
+            wbits = zlib.MAX_WBITS
+        else:
+            return b""
+        try:
+            inflater = zlib.decompressobj(wbits)
+            body = inflater.decompress(body, MAX_DECODED_LISTING)
+            if inflater.unconsumed_tail or not inflater.eof:
+                return b""  # larger than the bound, or truncated
+        except zlib.error:
+            return b""
+    return body
 
 
 _CACHE_SIZE = 128

@@ -19,7 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.audit import AuditRecord, VerifyResult, tail, verify_chain
 from ollama_guard.gateway.config import GatewayConfig
-from ollama_guard.gateway.db import create_engine_for, redact_url, short_db_error, sqlite_path
+from ollama_guard.gateway.db import (
+    create_engine_for,
+    redact_url,
+    require_schema,
+    short_db_error,
+    sqlite_path,
+)
 from ollama_guard.gateway.keys_cli import resolve_config, state_options
 from ollama_guard.gateway.secrets import load_server_secret
 
@@ -61,11 +67,12 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
     """Check the audit log's hash chain (exit 0 intact, 1 broken)."""
     config = resolve_config(config_file, db)
     _require_database(config)
-    secret = load_server_secret(config, create=False)
 
     async def run() -> VerifyResult:
         engine = create_engine_for(config.db)
         try:
+            await require_schema(engine)
+            secret = load_server_secret(config, create=False)
             return await verify_chain(engine, secret)
         except SQLAlchemyError as exc:
             raise GuardError(
@@ -98,6 +105,7 @@ def tail_command(count: int, follow: bool, fmt: str, db: str | None, config_file
     async def run() -> None:
         engine = create_engine_for(config.db)
         try:
+            await require_schema(engine)
             async for record in tail(engine, count, follow):
                 line: Any = json.dumps(record.to_json()) if fmt == "json" else _format_line(record)
                 click.echo(line)

@@ -52,29 +52,45 @@ def _last_int(pattern: re.Pattern[bytes], data: bytes) -> int | None:
 
 
 class TokenCounter:
-    """Keeps only the last few KiB of a response and, for SSE, the number of data events.
+    """Keeps only the last few KiB of a response plus a few counters (nothing is ever buffered).
 
     Ollama puts `prompt_eval_count`/`eval_count` in the final NDJSON object (or the single JSON
     answer); OpenAI-style answers end with `usage`. Those numbers sit at the very end of the stream,
-    so a bounded tail is enough and nothing is ever buffered.
+    so a bounded tail is enough when the answer is complete.
+
+    When they are missing — above all when the client hung up before the final chunk, which would
+    otherwise make a stream free — what was relayed is charged: one token per NDJSON line (Ollama
+    streams one line per generated piece) or per SSE event, at least one for any answer at all.
     """
 
-    __slots__ = ("events", "tail")
+    __slots__ = ("done_seen", "events", "lines", "partial", "relayed", "tail")
 
     def __init__(self) -> None:
         self.tail = b""
         self.events = 0
+        self.lines = 0
+        self.partial = False  # the relayed bytes end inside a line
+        self.relayed = 0
+        self.done_seen = False  # an SSE stream's closing `data: [DONE]`
 
     def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
         if len(chunk) >= TAIL_BYTES:
             self.tail = chunk[-TAIL_BYTES:]
         else:
             joined = self.tail + chunk
             self.tail = joined[-TAIL_BYTES:] if len(joined) > TAIL_BYTES else joined
+        self.relayed += len(chunk)
+        self.lines += chunk.count(b"\n")
+        self.partial = not chunk.endswith(b"\n")
         if b"data:" in chunk:
             self.events += chunk.count(b"data:")
+        if b"[DONE]" in self.tail[-(len(chunk) + 16) :]:
+            self.done_seen = True
 
-    def total(self, sse: bool) -> int:
+    def usage(self) -> int | None:
+        """The token count the upstream reported at the end of its answer, if it did."""
         tail = self.tail
         total = _last_int(_TOTAL_TOKENS, tail)
         if total is not None:
@@ -86,11 +102,21 @@ class TokenCounter:
         out = _last_int(_OUTPUT_TOKENS, tail)
         if out is not None:
             return out + (_last_int(_INPUT_TOKENS, tail) or 0)
+        return None
+
+    def total(self, sse: bool) -> int:
+        reported = self.usage()
+        if reported is not None:
+            return reported
+        if not self.relayed:
+            return 0
         if sse and self.events:
-            # No usage block (OpenAI streams without stream_options.include_usage): Ollama sends one
-            # event per generated piece, plus a final chunk and [DONE].
-            return max(self.events - 2, 0)
-        return 0
+            if self.done_seen:
+                # a complete stream without a usage block (OpenAI streams without
+                # stream_options.include_usage): one event per generated piece, a final chunk, [DONE]
+                return max(self.events - 2, 1)
+            return self.events  # cut short: every relayed event carried a piece
+        return max(self.lines + (1 if self.partial else 0), 1)
 
 
 class UpstreamError(Exception):
@@ -314,6 +340,14 @@ class UpstreamResponse:
                 raise self._exc
             else:
                 await self._wait()
+
+    def header(self, name: bytes) -> bytes | None:
+        """The value of a response header (lower-case `name`; the last one if repeated)."""
+        found = None
+        for key, value in self.raw_headers:
+            if key.lower() == name:
+                found = value
+        return found
 
     async def read(self) -> bytes:
         parts = [chunk async for chunk in self.iter_chunks()]

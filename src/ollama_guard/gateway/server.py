@@ -25,6 +25,7 @@ from ollama_guard.gateway.config import GatewayConfig
 
 READY_PREFIX = "ollama-guard gateway listening on "
 _CONFIG_ENV = "OLLAMA_GUARD__SERVE_CONFIG_JSON"
+PREPARE_TIMEOUT = 15.0  # seconds for the start-up checks of the database and Redis
 
 
 class _CoalescingTransport:
@@ -140,15 +141,29 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
 
 
 async def _prepare(config: GatewayConfig) -> None:
-    from ollama_guard.gateway.db import create_engine_for, init_schema
+    from ollama_guard.gateway.db import create_engine_for, init_schema, redact_url
     from ollama_guard.gateway.limits import build_limiter
     from ollama_guard.gateway.secrets import load_server_secret
 
-    build_limiter(config, config.workers)  # refuses several workers without Redis
+    limiter = build_limiter(config, config.workers)  # refuses several workers without Redis
+    if config.redis:
+        # a bad or unreachable Redis URL is a one-line error here, not a failed uvicorn start-up
+        try:
+            async with asyncio.timeout(PREPARE_TIMEOUT):
+                await limiter.start()
+        except TimeoutError:
+            raise GuardError(f"cannot reach Redis within {PREPARE_TIMEOUT:g} s") from None
+        finally:
+            await limiter.close()
     load_server_secret(config)  # creates the secret file once, before workers race for it
     engine = create_engine_for(config.db)
     try:
-        await init_schema(engine)
+        async with asyncio.timeout(PREPARE_TIMEOUT):
+            await init_schema(engine)
+    except TimeoutError:
+        raise GuardError(
+            f"cannot reach database {redact_url(config.db)} within {PREPARE_TIMEOUT:g} s"
+        ) from None
     finally:
         await engine.dispose()
 
