@@ -293,6 +293,13 @@ def test_cloud_settings(tmp_path: Path, dropin: str | None, server_json: str | N
     assert bool(by_rule(audit(root), "cloud-enabled")) is enabled
 
 
+def test_cloud_check_skips_versions_that_predate_cloud_features(tmp_path: Path) -> None:
+    root = clean_root(tmp_path)
+    assert not by_rule(audit(root, ollama_version="0.11.4"), "cloud-enabled")  # no cloud before 0.12.0
+    assert by_rule(audit(root, ollama_version="0.12.0"), "cloud-enabled")
+    assert by_rule(audit(root), "cloud-enabled")  # version unknown: still reported
+
+
 def test_debug_request_logging(tmp_path: Path) -> None:
     root = clean_root(tmp_path)
     write(

@@ -98,7 +98,7 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @state_options
 def tail_command(count: int, follow: bool, fmt: str, db: str | None, config_file: Path | None) -> None:
-    """Show the last records (JSON: one object per line)."""
+    """Show the last records (a line each; `--format json` prints one JSON object per line)."""
     config = resolve_config(config_file, db)
     _require_database(config)
 

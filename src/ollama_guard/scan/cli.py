@@ -122,7 +122,7 @@ def build_report(
 
 
 @click.command("scan")
-@click.argument("targets", nargs=-1, metavar="TARGET...")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option(
     "-iL",
     "--input-list",

@@ -12,6 +12,8 @@ from ollama_guard.audit.fixes import Fix, ServerJsonFix
 from ollama_guard.audit.hostspec import ollama_bool
 from ollama_guard.audit.registry import Outcome, check
 from ollama_guard.findings import Severity
+from ollama_guard.ollama.endpoints import endpoint
+from ollama_guard.ollama.versions import InvalidVersion, parse_version
 
 # Only instances that describe a whole server environment; env snippets can't tell "unset".
 _SERVER_KINDS = ("systemd", "process", "launchd", "compose", "docker")
@@ -32,8 +34,22 @@ def server_json_disables_cloud(ctx: AuditContext, home: str | None) -> tuple[boo
     return isinstance(data, dict) and data.get("disable_ollama_cloud") is True, path
 
 
+def _only_pre_cloud_versions(ctx: AuditContext) -> bool:
+    """True when every detected Ollama version predates cloud features (the catalog's /api/me)."""
+    first_cloud = parse_version(endpoint("POST", "/api/me").since)
+    versions = []
+    for obs in ctx.facts.versions:
+        try:
+            versions.append(parse_version(obs.version))
+        except InvalidVersion:
+            return False  # unknown: keep the check
+    return bool(versions) and all(v < first_cloud for v in versions)
+
+
 @check("cloud-enabled")
 def cloud_enabled(ctx: AuditContext) -> Iterator[Outcome]:
+    if _only_pre_cloud_versions(ctx):
+        return
     for inst in ctx.facts.instances:
         if inst.kind not in _SERVER_KINDS:
             continue
