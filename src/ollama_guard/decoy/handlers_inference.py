@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ollama_guard.decoy import bodies as rq
@@ -33,6 +33,31 @@ async def _ndjson(send: Send, objects: AsyncIterator[dict[str, Any]]) -> None:
             yield json_bytes(obj) + b"\n"
 
     await send_stream(send, 200, NDJSON_TYPE, lines())
+
+
+async def _answer(
+    state: DecoyState,
+    send: Send,
+    body: dict[str, Any],
+    run: Run,
+    piece: Callable[[str], dict[str, Any]],
+    final: Callable[[str], dict[str, Any]],
+) -> None:
+    """One JSON object (`stream: false`), or NDJSON pieces paced like a model, then the final object."""
+    if not _stream_flag(body):
+        await send_json(send, 200, final(run.completion.text))
+        return
+
+    async def objects() -> AsyncIterator[dict[str, Any]]:
+        async for chunk in paced(
+            (c.encode() for c in [*run.completion.chunks, ""]), state.settings.stream_delay
+        ):
+            text = chunk.decode()
+            if text:
+                yield piece(text)
+        yield final("")
+
+    await _ndjson(send, objects())
 
 
 async def generate(state: DecoyState, req: Request, send: Send) -> None:
@@ -65,20 +90,10 @@ async def generate(state: DecoyState, req: Request, send: Send) -> None:
         obj.update(run.metrics())
         return obj
 
-    if not _stream_flag(body):
-        await send_json(send, 200, final(run.completion.text))
-        return
+    def piece(text: str) -> dict[str, Any]:
+        return {"model": run.model, "created_at": go_time(), "response": text, "done": False}
 
-    async def objects() -> AsyncIterator[dict[str, Any]]:
-        async for chunk in paced(
-            (c.encode() for c in [*run.completion.chunks, ""]), state.settings.stream_delay
-        ):
-            text = chunk.decode()
-            if text:
-                yield {"model": run.model, "created_at": go_time(), "response": text, "done": False}
-        yield final("")
-
-    await _ndjson(send, objects())
+    await _answer(state, send, body, run, piece, final)
 
 
 async def chat(state: DecoyState, req: Request, send: Send) -> None:
@@ -109,25 +124,15 @@ async def chat(state: DecoyState, req: Request, send: Send) -> None:
         obj.update(run.metrics())
         return obj
 
-    if not _stream_flag(body):
-        await send_json(send, 200, final(run.completion.text))
-        return
+    def piece(text: str) -> dict[str, Any]:
+        return {
+            "model": run.model,
+            "created_at": go_time(),
+            "message": {"role": "assistant", "content": text},
+            "done": False,
+        }
 
-    async def objects() -> AsyncIterator[dict[str, Any]]:
-        async for chunk in paced(
-            (c.encode() for c in [*run.completion.chunks, ""]), state.settings.stream_delay
-        ):
-            text = chunk.decode()
-            if text:
-                yield {
-                    "model": run.model,
-                    "created_at": go_time(),
-                    "message": {"role": "assistant", "content": text},
-                    "done": False,
-                }
-        yield final("")
-
-    await _ndjson(send, objects())
+    await _answer(state, send, body, run, piece, final)
 
 
 def embed_response(state: DecoyState, body: dict[str, Any]) -> dict[str, Any]:
