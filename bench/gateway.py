@@ -292,40 +292,6 @@ def audit_count(db_url: str) -> int:
         return conn.execute("SELECT count(*) FROM og_audit_log").fetchone()[0]
 
 
-ANALYSIS = [
-    "What the figures say (profiled on 2026-11-30 with cProfile on process time and with in-process "
-    "request loops):",
-    "",
-    "* **Added latency** without queueing (c=1) was 0.6-2.5 ms at p50 across our runs (around the 1 ms "
-    "target on a quiet moment, above it when other jobs held the CPUs). The c=1 p99 figures are dominated "
-    "by the shared machine: the *direct* path itself shows multi-millisecond p99s, so the 5 ms p99 target "
-    "could not be judged here.",
-    "* **Throughput** is far below the 40 % of nginx target: one Python worker spends roughly 300-550 µs "
-    "of CPU per proxied request against nginx's ~20 µs. Where it goes, per request, roughly: uvicorn's "
-    "HTTP handling and our response sends ~60-70 µs (the `/-/health` floor); the upstream exchange "
-    "(socket write/read, response parsing) ~80-100 µs; JSON body decoding with Go semantics plus policy "
-    "~50 µs; the key check ~20-40 µs; the audit record (normalised when queued, then HMAC-chained and "
-    "inserted by the background batch writer in the same process) ~50-60 µs; metrics ~10 µs.",
-    "* **The audit log and the latency tail**: in an experiment with the audit writer's `submit` "
-    "stubbed out (not a supported mode), one connection's `/api/tags` latency fell from p50 0.70 / p99 "
-    "8.4 ms to p50 0.34 / p99 2.5 ms and its rate rose from ~1,050 to ~2,690 req/s; at 64 connections the "
-    "audit log cost ~26 µs of CPU per request (~10 % of throughput). The batch writer runs in the "
-    "gateway's own event loop (HMAC chain and SQLAlchemy row processing every 0.2 s, SQLite in a helper "
-    "thread), so its periodic bursts are what a quiet client sees as p99.",
-    "* Optimisations made: our own pooled httptools-based upstream client replaced aiohttp's client "
-    "(per-request CPU on the `/api/tags` path went from ~670 µs to ~420 µs), listing filtering is cached "
-    "per (upstream answer, key patterns), compiled model patterns and parsed names are cached, request "
-    "ids come from a counter, and there is no database I/O on the request path (keys come from an "
-    "in-memory snapshot, audit records are queued).",
-    "* uvicorn + httptools versus aiohttp's own server was **not measured**: the whole server-side floor "
-    "(uvicorn + our `/-/health` handling) is ~70 µs of the 300-550 µs, so another server could save at "
-    "most that share. To scale, run `--workers N` (one per core; limits are then shared through Redis).",
-    "* In practice Ollama serves `OLLAMA_NUM_PARALLEL` requests per model at a time and each takes "
-    "seconds of GPU time, so a few hundred µs of gateway CPU per request is not what limits a deployment.",
-    "",
-]
-
-
 def wait_for_audit_backlog(db_url: str, limit: float = 30.0) -> None:
     """Until the audit log stops growing (the gateway has written what it queued)."""
     deadline = time.monotonic() + limit
@@ -366,7 +332,7 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, audi
         )
     return "\n".join(
         [
-            "## Gateway",
+            LATEST_HEADING,
             "",
             f"Measured with `python bench/gateway.py --duration {args.duration} "
             f"--connections {args.connections}` on {time.strftime('%Y-%m-%d')}: {cpu} CPU cores **shared "
@@ -389,19 +355,27 @@ def render(results: dict[str, dict[str, Result]], args: argparse.Namespace, audi
             audit_note,
             "",
             "Targets: added p50 ≤ 1 ms, added p99 ≤ 5 ms, throughput ≥ 40 % of nginx's.",
-            "",
-            *ANALYSIS,
         ]
     )
 
 
+LATEST_HEADING = "### Latest `bench/gateway.py` run"
+
+
 def update_doc(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Performance\n\n"
-    pattern = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text)
+    """Replace only the generated subsection inside `## Gateway` (the written analysis stays)."""
+    text = path.read_text() if path.exists() else "# Performance\n\n## Gateway\n"
+    latest = re.compile(r"^" + re.escape(LATEST_HEADING) + r"\n.*?(?=^##|\Z)", re.M | re.S)
+    if latest.search(text):
+        text = latest.sub(lambda _m: section + "\n\n", text)
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+        gateway = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.M | re.S)
+        match = gateway.search(text)
+        if match is None:
+            text = text.rstrip("\n") + "\n\n## Gateway\n\n" + section + "\n"
+        else:
+            body = match.group(0).rstrip("\n") + "\n\n" + section + "\n\n"
+            text = text[: match.start()] + body + text[match.end() :]
     path.write_text(text)
 
 
