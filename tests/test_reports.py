@@ -351,3 +351,10 @@ def test_html_shows_control_characters_from_hostile_text_as_escapes() -> None:
     page = render(Report(command="scan", findings=[hostile]), "html")
     assert "\x1b" not in page and "\x07" not in page and "\x00" not in page and "\x9b" not in page
     assert "\\x1b[2J" in page  # still visible to the reader, as text
+
+
+def test_fail_on_choices_follow_the_severities() -> None:
+    from ollama_guard.cli_common import FAIL_ON_CHOICES
+    from ollama_guard.findings import Severity
+
+    assert FAIL_ON_CHOICES == [s.value for s in Severity] + ["never"]

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ollama_guard.console import stdout_is_terminal
 from ollama_guard.errors import InputError
-from ollama_guard.findings import Report, Severity, exit_code_for
+
+if TYPE_CHECKING:
+    from ollama_guard.findings import Report
+
+# Imported lazily (start-up time: a command's --help and its bad-usage errors need neither pydantic,
+# which findings loads, nor rich, which console loads); still reachable here as before.
+_LAZY_NAMES = {
+    "Report": "ollama_guard.findings",
+    "Severity": "ollama_guard.findings",
+    "exit_code_for": "ollama_guard.findings",
+}
 
 FORMATS = ("table", "json", "sarif", "html", "markdown")
 _EXTENSIONS = {
@@ -22,7 +32,22 @@ _EXTENSIONS = {
     ".md": "markdown",
     ".txt": "table",
 }
-FAIL_ON_CHOICES = [s.value for s in Severity] + ["never"]
+# Severity's values, most severe first (kept equal to ollama_guard.findings.Severity), then "never".
+FAIL_ON_CHOICES = ["critical", "high", "medium", "low", "info", "never"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def stdout_is_terminal() -> bool:
+    """Whether standard output is a terminal (the same test as ollama_guard.console's, without
+    importing rich)."""
+    return sys.stdout.isatty()
 
 
 def report_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,6 +91,7 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
 
 def emit_report(report: Report, fmt: str | None, output: Path | None, fail_on: str) -> int:
     """Render the report, write it where asked, and return the contract's exit code."""
+    from ollama_guard.findings import exit_code_for
     from ollama_guard.reports import render
 
     resolved = resolve_format(fmt, output)

@@ -11,23 +11,16 @@ import click
 
 from ollama_guard.cli_common import emit_report, report_options
 from ollama_guard.errors import InputError
-from ollama_guard.investigate.analyze import analyze
-from ollama_guard.investigate.events import ClientClassifier
-from ollama_guard.investigate.report import build_report
-from ollama_guard.investigate.rules import load_rules, parse_window
-from ollama_guard.investigate.sources import (
-    TextSource,
-    docker_source,
-    file_source,
-    journal_source,
-    sort_by_first_time,
-)
-from ollama_guard.ollama.logformat import parse_tz
+
+# The analysis modules (numpy, pydantic rule models, …) are imported inside the command, not here:
+# `investigate --help` and a usage error answer without paying for them.
 
 
 def parse_since(value: str, tz: tzinfo, now: datetime | None = None) -> datetime:
     """``2024-08-19``, ``2024-08-19T14:00``, ``2024-08-19 14:00:00+02:00`` (no zone → --tz), or a
     duration back from now: ``90m``, ``24h``, ``7d``."""
+    from ollama_guard.investigate.rules import parse_window
+
     text = value.strip()
     try:
         return (now or datetime.now(UTC)) - timedelta(seconds=parse_window(text))
@@ -85,6 +78,19 @@ def investigate(
     is not a terminal.
     """
     started = datetime.now(UTC)
+    from ollama_guard.investigate.analyze import analyze
+    from ollama_guard.investigate.events import ClientClassifier
+    from ollama_guard.investigate.report import build_report
+    from ollama_guard.investigate.rules import load_rules
+    from ollama_guard.investigate.sources import (
+        TextSource,
+        docker_source,
+        file_source,
+        journal_source,
+        sort_by_first_time,
+    )
+    from ollama_guard.ollama.logformat import parse_tz
+
     try:
         tz = parse_tz(tz_name)
     except ValueError as exc:

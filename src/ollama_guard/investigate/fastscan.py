@@ -16,18 +16,21 @@ gin layout (no colours), offsets from ``[GIN] ``::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from sys import intern
+from typing import TYPE_CHECKING
 
 from ollama_guard.investigate.events import LOOPBACK, TRUSTED
 from ollama_guard.investigate.parse import gin_message
 from ollama_guard.ollama.logformat import GinFields, parse_gin_fields
 
-try:  # numpy ships with the gguf dependency; the scanner degrades gracefully without it
+if TYPE_CHECKING:
     import numpy as np
-except ImportError:  # pragma: no cover - exercised only where numpy is missing
-    np = None  # type: ignore[assignment]
+else:
+    np = None  # numpy, imported by _load_numpy() when the fast path first runs (start-up time)
+_NUMPY_TRIED = False
 
 PAD = 160  # zero bytes after the data so fixed-offset gathers never leave the buffer
 MARKERS = (b"server config", b"Listening on", b"part(s)", b"panic: ", b"fatal error: ", b"SIG",
@@ -110,8 +113,41 @@ class BlockResult:
     dropped_span: tuple[str, str] | None = None
 
 
-def available() -> bool:
+def _load_numpy() -> bool:
+    """Import numpy on first use (it ships with the gguf dependency; without it the scanner degrades
+    gracefully to the parser); True when it is there."""
+    global np, _NUMPY_TRIED
+    if np is None and not _NUMPY_TRIED:
+        _NUMPY_TRIED = True
+        # The scanner does no linear algebra: loading OpenBLAS with one thread instead of one per CPU
+        # saves ~40-70 ms of numpy's import here. Read once when the library loads, so the variable is
+        # restored right after (a value the user set is kept as it is).
+        added = "OPENBLAS_NUM_THREADS" not in os.environ
+        if added:
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - exercised only where numpy is missing
+            return False
+        finally:
+            if added:
+                os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        np = numpy
     return np is not None
+
+
+def available() -> bool:
+    return _load_numpy()
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an already sorted 1-D array (np.unique would import numpy.ma: start-up time)."""
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def decode(raw: bytes | bytearray | memoryview) -> str:
@@ -157,7 +193,7 @@ def scan_block(
     """
     if padded:
         n = length if length is not None else len(data) - PAD
-    if fast is None or np is None:
+    if fast is None or not _load_numpy():
         return all_lines(bytes(data[:n]) if padded else bytes(data))
     if not padded:
         data = bytes(data) + bytes(PAD)
@@ -460,7 +496,7 @@ def _marker_lines(data: bytes | bytearray, line_end: np.ndarray, is_gin: np.ndar
     hit_arr = np.array(sorted(set(hits)), dtype=np.int64)
     run = np.searchsorted(offsets, hit_arr, side="right") - 1
     original = starts[run] + (hit_arr - offsets[run])
-    lines = np.unique(np.searchsorted(line_end, original))
+    lines = _sorted_unique(np.searchsorted(line_end, original))  # hits and line ends are both sorted
     return [int(li) for li in lines.tolist() if not is_gin[li]]
 
 
@@ -480,7 +516,8 @@ def _collect(data: bytes | bytearray, nl: np.ndarray, line_end: np.ndarray, is_g
                 if is_gin[nxt]:
                     break
                 extra.add(nxt)
-    chosen = np.union1d(slow_gin, np.array(sorted(set(marked) | extra), dtype=np.int64))
+    chosen = _sorted_unique(np.sort(np.concatenate((slow_gin, np.array(sorted(set(marked) | extra),
+                                                                       dtype=np.int64)), axis=None)))
     if not len(chosen):
         return
     begins = np.where(chosen > 0, line_end[np.maximum(chosen - 1, 0)] + 1, 0).tolist()

@@ -4,11 +4,7 @@ boundary, so memory stays bounded whatever the size of the log."""
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 import json
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +42,8 @@ class TextSource:
             yield from self._command_chunks(size)
         elif self.gzipped:
             assert self.path is not None
+            import gzip  # imported where needed: start-up time of the common plain-file run
+
             try:
                 with gzip.open(self.path, "rb") as fh:
                     yield from iter_line_chunks(fh, size)  # type: ignore[arg-type]
@@ -61,6 +59,8 @@ class TextSource:
 
     def _command_chunks(self, size: int) -> Iterator[bytes]:
         assert self.argv is not None
+        import subprocess
+
         try:
             proc = subprocess.Popen(
                 self.argv,
@@ -159,6 +159,8 @@ def file_source(arg: str) -> TextSource:
 
 
 def journal_source(since: datetime | None) -> TextSource:
+    import shutil
+
     exe = shutil.which("journalctl")
     if exe is None:
         raise GuardError("--journal needs journalctl, which is not installed here")
@@ -169,6 +171,8 @@ def journal_source(since: datetime | None) -> TextSource:
 
 
 def docker_source(container: str) -> TextSource:
+    import shutil
+
     exe = shutil.which("docker")
     if exe is None:
         raise GuardError("--docker needs the docker command, which is not installed here")
@@ -186,9 +190,14 @@ def sort_by_first_time(sources: list[TextSource]) -> list[TextSource]:
         if src.path is None:
             return "~"
         try:
-            opener = gzip.open if src.gzipped else open
-            with opener(src.path, "rb") as fh:  # type: ignore[operator]
-                head = fh.read(256 << 10)
+            if src.gzipped:
+                import gzip
+
+                with gzip.open(src.path, "rb") as zfh:
+                    head = zfh.read(256 << 10)
+            else:
+                with open(src.path, "rb") as fh:
+                    head = fh.read(256 << 10)
         except (OSError, EOFError):
             return "~"
         for raw in head.decode("utf-8", "replace").splitlines():
@@ -209,6 +218,8 @@ def sort_by_first_time(sources: list[TextSource]) -> list[TextSource]:
 
 def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator[Event]:
     """Rows of the gateway's audit table as request events (oldest first, read page by page)."""
+    import asyncio
+
     from ollama_guard.gateway.audit import read_records
     from ollama_guard.gateway.db import create_engine_for
 
