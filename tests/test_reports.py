@@ -358,3 +358,21 @@ def test_fail_on_choices_follow_the_severities() -> None:
     from ollama_guard.findings import Severity
 
     assert FAIL_ON_CHOICES == [s.value for s in Severity] + ["never"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_lead_sections_come_before_the_findings_and_the_rest_after(fmt: str) -> None:
+    from ollama_guard.findings import Finding, Report, ReportSection, Severity
+    from ollama_guard.reports import render
+
+    report = Report(
+        command="investigate",
+        findings=[Finding(rule="recon-burst", severity=Severity.MEDIUM, target="203.0.113.7",
+                          title="FINDING-TITLE")],
+        sections=[
+            ReportSection(title="TRAILING-STATS", columns=["a"], rows=[["1"]]),
+            ReportSection(title="LEAD-TIMELINE", columns=["client"], rows=[["203.0.113.7"]], lead=True),
+        ],
+    )
+    text = render(report, fmt)
+    assert text.index("LEAD-TIMELINE") < text.index("FINDING-TITLE") < text.index("TRAILING-STATS")

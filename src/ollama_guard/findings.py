@@ -89,6 +89,9 @@ class ReportSection(BaseModel):
     title: str
     columns: list[str]
     rows: list[list[str]]
+    # A lead section is shown right after the summary, before the findings (scan's hosts, an incident
+    # timeline); the others follow the findings.
+    lead: bool = False
 
 
 class Report(BaseModel):
@@ -102,6 +105,12 @@ class Report(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
+
+    def lead_sections(self) -> list[ReportSection]:
+        return [s for s in self.sections if s.lead]
+
+    def trailing_sections(self) -> list[ReportSection]:
+        return [s for s in self.sections if not s.lead]
 
     def sorted_findings(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (-f.severity.rank, f.rule, f.target))

@@ -241,6 +241,7 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
     }
     sections = [
         ReportSection(
+            lead=True,  # an incident report reads summary, then the timeline, then the findings
             title="Timeline per client",
             columns=["Client", "Class", "First seen", "Last seen", "Requests", "Endpoints", "Statuses",
                      "Pushed", "Rules"],

@@ -70,5 +70,6 @@ def render_html(report: Report) -> str:
         counts=[(s.value, counts[s.value]) for s in severity_order()],
         summary_extra=summary_extra,
         findings=findings,
-        sections=report.sections,
+        lead_sections=report.lead_sections(),
+        sections=report.trailing_sections(),
     )

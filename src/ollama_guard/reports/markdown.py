@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ollama_guard.findings import Report
+from ollama_guard.findings import Report, ReportSection
 from ollama_guard.reports.common import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -55,6 +55,8 @@ def render_markdown(report: Report) -> str:
                      for k, v in report.summary.items()]  # fmt: skip
     lines += _table(["Item", "Value"], summary_rows)
 
+    for section in report.lead_sections():
+        lines += _section(section)
     findings = report.sorted_findings()
     lines += ["", "## Findings", ""]
     if not findings:
@@ -81,7 +83,10 @@ def render_markdown(report: Report) -> str:
                 lines.append(f"- {md_escape(ref)}")
             lines.append("")
 
-    for section in report.sections:
-        lines += ["", f"## {md_escape(section.title)}", ""]
-        lines += _table(section.columns, section.rows)
+    for section in report.trailing_sections():
+        lines += _section(section)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _section(section: ReportSection) -> list[str]:
+    return ["", f"## {md_escape(section.title)}", "", *_table(section.columns, section.rows)]

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ollama_guard.console import stdout_is_terminal
-from ollama_guard.findings import Finding, Report, Severity
+from ollama_guard.findings import Finding, Report, ReportSection, Severity
 from ollama_guard.reports.common import TOOL_NAME, TOOL_VERSION, severity_order
 
 DEFAULT_WIDTH = 120
@@ -108,18 +108,24 @@ def render_table(report: Report, *, width: int | None = None, color: bool | None
     )
     header = Text(f"{TOOL_NAME} {TOOL_VERSION} — {report.command}", style="bold")
     console.print(Panel(Group(header, _summary(report)), expand=True))
+    for section in report.lead_sections():
+        console.print(_section_table(section))
     findings = report.sorted_findings()
     if findings:
         console.print(_findings_table(findings))
     else:
         console.print(Text("No findings.", style="green bold"))
-    for section in report.sections:
-        table = Table(title=_clean(section.title), title_justify="left", expand=True, show_lines=False)
-        for column in section.columns:
-            table.add_column(_clean(column), overflow="fold")
-        width_cols = len(section.columns)
-        for row in section.rows:
-            cells = [*row[:width_cols], *[""] * (width_cols - len(row))]
-            table.add_row(*(Text(_clean(str(cell))) for cell in cells))
-        console.print(table)
+    for section in report.trailing_sections():
+        console.print(_section_table(section))
     return buf.getvalue()
+
+
+def _section_table(section: ReportSection) -> Table:
+    table = Table(title=_clean(section.title), title_justify="left", expand=True, show_lines=False)
+    for column in section.columns:
+        table.add_column(_clean(column), overflow="fold")
+    width_cols = len(section.columns)
+    for row in section.rows:
+        cells = [*row[:width_cols], *[""] * (width_cols - len(row))]
+        table.add_row(*(Text(_clean(str(cell))) for cell in cells))
+    return table

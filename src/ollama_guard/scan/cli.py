@@ -103,6 +103,7 @@ def build_report(
     }
     report.sections = [
         ReportSection(
+            lead=True,  # which hosts were found, before what is wrong with each
             title="Hosts",
             columns=["Target", "Service", "Version", "Auth", "Models", "Findings"],
             rows=[
