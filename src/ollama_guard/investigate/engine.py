@@ -45,6 +45,39 @@ def endpoint_key(method: str, path: str) -> str:
 
 
 @dataclass(slots=True)
+class EndpointCounts:
+    """Requests per (method, path) — at most MAX_ENDPOINT_KEYS kept, the rest summed as "(other)" — and
+    per status. Shared by the client timeline and each finding being built."""
+
+    by_endpoint: dict[tuple[str, str], int] = field(default_factory=dict)
+    other: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+    def add(self, method: str, path: str, status: int, count: int = 1) -> None:
+        key = (method, path)
+        counts = self.by_endpoint
+        if key in counts:
+            counts[key] += count
+        elif len(counts) < MAX_ENDPOINT_KEYS:
+            counts[key] = count
+        else:
+            self.other += count
+        statuses = self.by_status
+        statuses[status] = statuses.get(status, 0) + count
+
+    @property
+    def endpoints(self) -> Counter[str]:
+        out = Counter({endpoint_key(m, p): n for (m, p), n in self.by_endpoint.items()})
+        if self.other:
+            out[OTHER_ENDPOINTS] += self.other
+        return out
+
+    @property
+    def statuses(self) -> Counter[str]:
+        return Counter({str(k): v for k, v in self.by_status.items()})
+
+
+@dataclass(slots=True)
 class ClientTally:
     """Everything the timeline says about one client."""
 
@@ -54,9 +87,7 @@ class ClientTally:
     last: datetime | None = None
     requests: int = 0
     latency: float = 0.0
-    _endpoints: dict[tuple[str, str], int] = field(default_factory=dict)
-    _other_endpoints: int = 0
-    _statuses: dict[int, int] = field(default_factory=dict)
+    counts: EndpointCounts = field(default_factory=EndpointCounts)
     models: Counter[str] = field(default_factory=Counter)
     pushed_bytes: int = 0
     pulled_bytes: int = 0
@@ -71,7 +102,7 @@ class ClientTally:
             self.last = last
 
     def add_request(self, event: Event) -> None:
-        """One request event: ``see`` + sources + latency + ``add_endpoint`` + ``add_status`` in one call."""
+        """One request event: ``see`` + sources + latency + endpoint and status counts in one call."""
         self.requests += 1
         when = event.time
         if when is not None:
@@ -81,40 +112,15 @@ class ClientTally:
                 self.last = when
         self.sources.add(event.source)
         self.latency += event.latency
-        key = (event.method, event.path)
-        counts = self._endpoints
-        if key in counts:
-            counts[key] += 1
-        elif len(counts) < MAX_ENDPOINT_KEYS:
-            counts[key] = 1
-        else:
-            self._other_endpoints += 1
-        statuses = self._statuses
-        statuses[event.status] = statuses.get(event.status, 0) + 1
-
-    def add_endpoint(self, method: str, path: str, count: int = 1) -> None:
-        key = (method, path)
-        counts = self._endpoints
-        if key in counts:
-            counts[key] += count
-        elif len(counts) < MAX_ENDPOINT_KEYS:
-            counts[key] = count
-        else:
-            self._other_endpoints += count
-
-    def add_status(self, status: int, count: int = 1) -> None:
-        self._statuses[status] = self._statuses.get(status, 0) + count
+        self.counts.add(event.method, event.path, event.status)
 
     @property
     def endpoints(self) -> Counter[str]:
-        out = Counter({endpoint_key(m, p): n for (m, p), n in self._endpoints.items()})
-        if self._other_endpoints:
-            out[OTHER_ENDPOINTS] += self._other_endpoints
-        return out
+        return self.counts.endpoints
 
     @property
     def statuses(self) -> Counter[str]:
-        return Counter({str(k): v for k, v in self._statuses.items()})
+        return self.counts.statuses
 
 
 @dataclass
@@ -129,9 +135,7 @@ class Accumulator:
     triggers: int = 0
     first: datetime | None = None
     last: datetime | None = None
-    _endpoints: dict[tuple[str, str], int] = field(default_factory=dict)
-    _other_endpoints: int = 0
-    _statuses: dict[int, int] = field(default_factory=dict)
+    counts: EndpointCounts = field(default_factory=EndpointCounts)
     models: Counter[str] = field(default_factory=Counter)
     _windows: list[dict[str, Any]] = field(default_factory=list)
     windows_dropped: int = 0
@@ -149,15 +153,7 @@ class Accumulator:
             if self.last is None or event.time > self.last:
                 self.last = event.time
         if event.kind == REQUEST:
-            key = (event.method, event.path)
-            endpoints = self._endpoints
-            if key in endpoints:
-                endpoints[key] += 1
-            elif len(endpoints) < MAX_ENDPOINT_KEYS:
-                endpoints[key] = 1
-            else:
-                self._other_endpoints += 1
-            self._statuses[event.status] = self._statuses.get(event.status, 0) + 1
+            self.counts.add(event.method, event.path, event.status)
             if event.model and (event.model in self.models or len(self.models) < MAX_ENDPOINT_KEYS):
                 self.models[event.model] += 1
         if len(self.samples) < MAX_SAMPLES:
@@ -167,14 +163,11 @@ class Accumulator:
 
     @property
     def endpoints(self) -> Counter[str]:
-        out = Counter({endpoint_key(m, p): n for (m, p), n in self._endpoints.items()})
-        if self._other_endpoints:
-            out[OTHER_ENDPOINTS] += self._other_endpoints
-        return out
+        return self.counts.endpoints
 
     @property
     def statuses(self) -> Counter[str]:
-        return Counter({str(k): v for k, v in self._statuses.items()})
+        return self.counts.statuses
 
     @property
     def last_sample(self) -> str:
@@ -468,8 +461,7 @@ class Engine:
         tally.sources.add(source)
         tally.see(first, sum(counts.values()), last)
         for (method, path, status), n in counts.items():
-            tally.add_endpoint(method, path, n)
-            tally.add_status(status, n)
+            tally.counts.add(method, path, status, n)
 
     def finish(self) -> None:
         for event in self._preamble.values():
