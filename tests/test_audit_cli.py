@@ -9,17 +9,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ollama_guard.cli import main
+from support.cli import run_cli
 
 SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 0), out, err
+    return run_cli(capsys, *argv)
 
 
 def write(root: Path, rel: str, text: str) -> Path:

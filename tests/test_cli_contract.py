@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ollama_guard.cli import main
+from support.cli import run_cli
 from support.servers import DecoyProcess, start_decoy
 
 GUARD = [sys.executable, "-m", "ollama_guard"]
@@ -27,14 +27,7 @@ HOST_FIELDS = {"target", "url", "service", "version", "auth", "reachable_endpoin
 SARIF_SCHEMA = Path("/work/shared/data/sarif-schema-2.1.0.json")
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`ollama-guard ARGV` in-process through the real entry point (errors → exit codes as for users)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 2), out, err
+run = run_cli  # `ollama-guard ARGV` in-process through the real entry point
 
 
 def assert_one_line_error(code: int, err: str) -> None:

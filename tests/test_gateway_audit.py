@@ -22,6 +22,7 @@ from ollama_guard.gateway.audit import (
 )
 from ollama_guard.gateway.db import audit_table, create_engine_for, init_schema
 from ollama_guard.gateway.secrets import PURPOSE_AUDIT_MAC, derive_key, load_server_secret
+from support.cli import run_cli
 from support.pg_redis import pg_url, postgres_server  # noqa: F401
 
 SECRET = b"a" * 48
@@ -305,15 +306,6 @@ async def test_tail_and_follow(sqlite_engine) -> None:
 
 
 # --- the command ----------------------------------------------------------------------------------
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from ollama_guard.cli import main
-
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 def test_logs_command(

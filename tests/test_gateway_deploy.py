@@ -15,6 +15,7 @@ import pytest
 
 from support.gateway import KeySpec, audit_rows, create_keys, start_gateway
 from support.servers import DecoyProcess, start_decoy, start_process, stop_process
+from support.tls import self_signed_cert
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None or shutil.which("redis-server") is None,
@@ -61,29 +62,7 @@ def test_tls_and_two_workers_share_limits(
     tmp_path: Path, decoy: DecoyProcess, redis: tuple[str, subprocess.Popen[str]]
 ) -> None:
     redis_url, redis_proc = redis
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path, "127.0.0.1", ip_san="127.0.0.1")
     db = f"sqlite:///{tmp_path / 'guard.db'}"
     keys = create_keys(db, [KeySpec("reader", "read", rpm=5)])
     config = f'[gateway]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'

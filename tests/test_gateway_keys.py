@@ -21,6 +21,7 @@ from ollama_guard.gateway.db import api_keys_table, create_engine_for, init_sche
 from ollama_guard.gateway.keys import ApiKey, KeyAuthenticator, KeyStore, Role, parse_token
 from ollama_guard.gateway.limits import StoreUnavailable
 from ollama_guard.gateway.secrets import load_server_secret
+from support.cli import run_cli
 from support.pg_redis import pg_url, postgres_server  # noqa: F401
 
 SECRET = b"s" * 48
@@ -358,15 +359,6 @@ def test_secret_file_is_created_private_and_reused(tmp_path: Path, monkeypatch: 
 
 
 # --- the command ------------------------------------------------------------------------------------
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from ollama_guard.cli import main
-
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 def test_keys_command(

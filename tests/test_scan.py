@@ -30,6 +30,7 @@ from ollama_guard.scan.engine import Scanner, ScanSettings
 from ollama_guard.scan.probes import ProbeNotAllowed, allowed_probes, check_probe
 from ollama_guard.scan.targets import TargetSet
 from support.servers import DecoyProcess, start_decoy
+from support.tls import self_signed_cert
 
 GUARD = [sys.executable, "-m", "ollama_guard"]
 READ_ONLY = {"GET", "HEAD", "OPTIONS"}
@@ -221,27 +222,7 @@ def fake_ollama_routes(version: str) -> dict[str, Any]:
 def self_signed(tmp: Path) -> ssl.SSLContext | None:
     if shutil.which("openssl") is None:
         return None
-    key, cert = tmp / "key.pem", tmp / "cert.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp, "localhost")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context

@@ -18,6 +18,7 @@ from ollama_guard.decoy.fabricate import fabricate, install
 from ollama_guard.ollama.names import parse_model_name
 from ollama_guard.ollama.store import MEDIA_CONFIG, MEDIA_MODEL, MEDIA_TEMPLATE, Layer, Manifest, ModelStore
 from ollama_guard.verify.engine import run_verify
+from support.cli import run_cli
 
 MODELS = ("llama3.2:1b", "qwen2.5:0.5b", "secret-model:latest")
 
@@ -48,10 +49,8 @@ def blob_of(store: ModelStore, name: str, media_type: str) -> Path:
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any] | None, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(["verify", "--format", "json", *args])
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), (json.loads(out) if out.strip() else None), err
+    code, out, err = run_cli(capsys, "verify", "--format", "json", *args)
+    return code, (json.loads(out) if out.strip() else None), err
 
 
 def rules(report: dict[str, Any] | None) -> list[str]:
