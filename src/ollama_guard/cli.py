@@ -55,8 +55,13 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns every failure into a one-line message and exit code 2."""
+    run(cli, argv, "ollama-guard")
+
+
+def run(command: click.Command, argv: list[str] | None, prog_name: str) -> None:
+    """Runs a click command with the product's error contract (also for `python -m ollama_guard.decoy`)."""
     try:
-        rv = cli.main(args=argv, prog_name="ollama-guard", standalone_mode=False)
+        rv = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("ollama-guard: aborted", err=True)
         sys.exit(2)
