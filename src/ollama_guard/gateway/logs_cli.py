@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ def logs() -> None:
     """Verify and read the gateway's tamper-evident audit log."""
 
 
+@contextmanager
+def _audit_log_errors(db: str) -> Iterator[None]:
+    """Database failures as one-line errors naming the (password-redacted) database."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise GuardError(f"cannot read the audit log in {redact_url(db)}: {short_db_error(exc)}") from None
+    except OSError as exc:  # e.g. PostgreSQL not listening
+        raise GuardError(f"cannot reach database {redact_url(db)}: {exc}") from None
+
+
 @logs.command("verify")
 @state_options
 def verify_command(db: str | None, config_file: Path | None) -> None:
@@ -71,15 +84,10 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
     async def run() -> VerifyResult:
         engine = create_engine_for(config.db)
         try:
-            await require_schema(engine)
-            secret = load_server_secret(config, create=False)
-            return await verify_chain(engine, secret)
-        except SQLAlchemyError as exc:
-            raise GuardError(
-                f"cannot read the audit log in {redact_url(config.db)}: {short_db_error(exc)}"
-            ) from None
-        except OSError as exc:  # e.g. PostgreSQL not listening
-            raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
+            with _audit_log_errors(config.db):
+                await require_schema(engine)
+                secret = load_server_secret(config, create=False)
+                return await verify_chain(engine, secret)
         finally:
             await engine.dispose()
 
@@ -105,17 +113,12 @@ def tail_command(count: int, follow: bool, fmt: str, db: str | None, config_file
     async def run() -> None:
         engine = create_engine_for(config.db)
         try:
-            await require_schema(engine)
-            async for record in tail(engine, count, follow):
-                line: Any = json.dumps(record.to_json()) if fmt == "json" else _format_line(record)
-                click.echo(line)
-                sys.stdout.flush()
-        except SQLAlchemyError as exc:
-            raise GuardError(
-                f"cannot read the audit log in {redact_url(config.db)}: {short_db_error(exc)}"
-            ) from None
-        except OSError as exc:  # e.g. PostgreSQL not listening
-            raise GuardError(f"cannot reach database {redact_url(config.db)}: {exc}") from None
+            with _audit_log_errors(config.db):
+                await require_schema(engine)
+                async for record in tail(engine, count, follow):
+                    line: Any = json.dumps(record.to_json()) if fmt == "json" else _format_line(record)
+                    click.echo(line)
+                    sys.stdout.flush()
         finally:
             await engine.dispose()
 
