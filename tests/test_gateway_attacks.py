@@ -531,5 +531,5 @@ def test_refusals_are_audited_without_secrets(gw: Gateway, probe: Probe) -> None
     assert denied[-1]["key_name"] == "inf"
     dump = json.dumps(rows)
     for token in gw.keys.values():
-        assert token not in dump and token.rsplit("_", 1)[1] not in dump
+        assert token not in dump and token.split("_", 2)[2] not in dump  # og_<hex id>_<secret>
     assert "TOP-SECRET-PROMPT" not in dump
