@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from ollama_guard.gateway.app import GatewayApp, Services
+from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.config import load_config
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.proxy import TokenCounter
+from ollama_guard.gateway.services import Services
 
 GUARD = (sys.executable, "-m", "ollama_guard")
 ALL_MODELS = "all"

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 
 from ollama_guard.errors import GuardError
-from ollama_guard.gateway.app import GatewayApp, Services
+from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.config import load_config
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.limits import Limited, StoreUnavailable
 from ollama_guard.gateway.listing import filter_listing
-from ollama_guard.gateway.policy import compile_model_patterns, find_route, key_model_matcher
+from ollama_guard.gateway.patterns import compile_model_patterns, key_model_matcher
 from ollama_guard.gateway.proxy import TokenCounter
+from ollama_guard.gateway.routes import find_route
+from ollama_guard.gateway.services import Services
 from ollama_guard.ollama.names import canonical_model_name
 
 # --- configuration ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ollama_guard.gateway.policy import Refusal
+from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.ollama.gojson import BodyError, go_fold, parse_body
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -81,8 +81,11 @@ class BodyStream:
     HTTP client reports it wrapped in its own exception.
     """
 
-    def __init__(self, receive: Receive, limit: int, idle_timeout: float) -> None:
+    def __init__(
+        self, receive: Receive, limit: int, idle_timeout: float, *, declared_length: int | None = None
+    ) -> None:
         self._receive = receive
+        self.declared_length = declared_length  # the request's Content-Length, relayed upstream
         self._limit = limit
         self._idle_timeout = idle_timeout
         self.size = 0

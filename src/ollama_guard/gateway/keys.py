@@ -203,7 +203,7 @@ def validate_model_pattern(pattern: str) -> str:
         if not _parses_as_model_name(candidate):
             raise InputError(f"invalid model pattern {pattern!r}: {hint}")
     try:
-        from ollama_guard.gateway.policy import pattern_is_valid
+        from ollama_guard.gateway.patterns import pattern_is_valid
     except ImportError:  # pragma: no cover - policy ships with the gateway
         return pattern
     if not pattern_is_valid(pattern):

@@ -279,7 +279,9 @@ class RedisLimiter:
 
     async def start(self) -> None:
         import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry  # the asyncio client takes the asyncio Retry (redis-py ≥ 8 warns otherwise)
+        from redis.asyncio.retry import (
+            Retry,  # the asyncio client takes the asyncio Retry (redis-py ≥ 8 warns otherwise)
+        )
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
 

@@ -11,7 +11,8 @@ import json
 import zlib
 from typing import Any
 
-from ollama_guard.gateway.policy import ListingKind, ModelMatcher, parse_cached
+from ollama_guard.gateway.patterns import ModelMatcher, parse_cached
+from ollama_guard.gateway.routes import ListingKind
 from ollama_guard.ollama.names import InvalidModelName
 
 

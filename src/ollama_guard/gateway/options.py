@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from ollama_guard.gateway.policy import Refusal
+from ollama_guard.gateway.refusal import Refusal
 
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -1,0 +1,47 @@
+"""The state layer the stages consult: key store, limiter, audit recorder (built at start-up)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ollama_guard.gateway.config import GatewayConfig
+
+log = logging.getLogger("ollama_guard.gateway")
+
+
+class Services:
+    """Key store (`authenticate`), limiter (`limits`, `account`), audit recorder (`record`)."""
+
+    def __init__(self, authenticator: Any, limiter: Any, audit: Any, engine: Any = None) -> None:
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.audit = audit
+        self.engine = engine
+
+    @classmethod
+    async def build(cls, config: GatewayConfig) -> Services:
+        from ollama_guard.gateway.audit import AuditWriter
+        from ollama_guard.gateway.db import create_engine_for
+        from ollama_guard.gateway.keys import KeyAuthenticator
+        from ollama_guard.gateway.limits import build_limiter
+        from ollama_guard.gateway.secrets import load_server_secret
+
+        engine = create_engine_for(config.db)
+        secret = load_server_secret(config)
+        authenticator = KeyAuthenticator(engine, secret)
+        limiter = build_limiter(config, config.workers, engine)
+        audit = AuditWriter(engine, secret)
+        await authenticator.start()
+        await limiter.start()
+        await audit.start()
+        return cls(authenticator, limiter, audit, engine)
+
+    async def close(self) -> None:
+        for part in (self.audit, self.limiter, self.authenticator):
+            try:
+                await part.close()
+            except Exception:  # closing must go on for the other parts
+                log.exception("error while closing %s", type(part).__name__)
+        if self.engine is not None:
+            await self.engine.dispose()
