@@ -137,6 +137,9 @@ class Accumulator:
     last: datetime | None = None
     counts: EndpointCounts = field(default_factory=EndpointCounts)
     models: Counter[str] = field(default_factory=Counter)
+    # model data moved by this finding's own push / pull requests (not the client's other requests)
+    pushed_bytes: int = 0
+    pulled_bytes: int = 0
     _windows: list[dict[str, Any]] = field(default_factory=list)
     windows_dropped: int = 0
     samples: list[str] = field(default_factory=list)
@@ -156,6 +159,12 @@ class Accumulator:
             self.counts.add(event.method, event.path, event.status)
             if event.model and (event.model in self.models or len(self.models) < MAX_ENDPOINT_KEYS):
                 self.models[event.model] += 1
+            moved = event.detail.get("approx_bytes") if event.detail else None
+            if moved:
+                if event.path == "/api/push":
+                    self.pushed_bytes += moved
+                elif event.path == "/api/pull":
+                    self.pulled_bytes += moved
         if len(self.samples) < MAX_SAMPLES:
             self.samples.append(f"{event.where}: {event.raw}")
         else:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ollama_guard.findings import Finding, Report, ReportSection, Severity
 from ollama_guard.investigate.analyze import Analysis
-from ollama_guard.investigate.engine import Accumulator, ClientTally, iso
+from ollama_guard.investigate.engine import Accumulator, iso
 from ollama_guard.investigate.events import LOOPBACK, TRUSTED
 from ollama_guard.ollama.logformat import stack_frames
 
@@ -42,12 +42,11 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _finding(acc: Accumulator, tallies: dict[str, ClientTally]) -> Finding:
+def _finding(acc: Accumulator) -> Finding:
     rule = acc.rule
     evidence: dict[str, Any] = {"attack": rule.attack}
     request_rule = "request" in rule.select.kind
     if request_rule:
-        tally = tallies.get(acc.target)
         evidence.update(
             {
                 "client": acc.target,
@@ -62,16 +61,20 @@ def _finding(acc: Accumulator, tallies: dict[str, ClientTally]) -> Finding:
         )
         if acc.models:
             evidence["models"] = _ranked(acc.models)
-        if tally is not None and (tally.pushed_bytes or tally.pulled_bytes):
-            evidence["pushed_bytes_approx"] = tally.pushed_bytes
-            evidence["pulled_bytes_approx"] = tally.pulled_bytes
+        # bytes moved by the pushes / pulls among this finding's own requests: a deletion or a scan by
+        # a client that also pushed says nothing about uploads
+        if acc.pushed_bytes or acc.pulled_bytes:
+            evidence["pushed_bytes_approx"] = acc.pushed_bytes
+            evidence["pulled_bytes_approx"] = acc.pulled_bytes
         span = f"between {iso(acc.first)} and {iso(acc.last)}" if acc.first else "(no timestamps)"
         detail = (
             f"{acc.target} ({acc.client_class}) made {acc.matches} matching request(s) {span}: "
             f"{_top(acc.endpoints)}. {rule.description}"
         )
-        if tally is not None and tally.pushed_bytes:
-            detail += f" About {_human_bytes(tally.pushed_bytes)} of model data was uploaded by its pushes."
+        if acc.pushed_bytes:
+            detail += f" About {_human_bytes(acc.pushed_bytes)} of model data was uploaded by these pushes."
+        if acc.pulled_bytes:
+            detail += f" About {_human_bytes(acc.pulled_bytes)} of model data was downloaded by these pulls."
     elif "crash" in rule.select.kind:
         crashes = []
         for crash in acc.extra.get("crashes", []):
@@ -119,7 +122,7 @@ def _finding(acc: Accumulator, tallies: dict[str, ClientTally]) -> Finding:
 def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since: datetime | None,
                  started_at: datetime) -> Report:
     engine = analysis.engine
-    findings = [_finding(acc, engine.tallies) for acc in engine.accumulators.values()]
+    findings = [_finding(acc) for acc in engine.accumulators.values()]
     findings.sort(key=lambda f: (-f.severity.rank, f.rule, f.target))
 
     rules_by_client: dict[str, set[str]] = {}
