@@ -120,10 +120,14 @@ def analyze(
                 engine.add_tally(client, first, last, counts, source.name)
                 n = sum(counts.values())
                 stats.requests += n
+                stats.recognised += n
                 stats.see(first)
                 stats.see(last)
+            stats.recognised += block.other_recognised
+            stats.blank += block.other_blank
             if block.dropped_before_since:
                 stats.requests += block.dropped_before_since
+                stats.recognised += block.dropped_before_since
                 if block.dropped_span is not None:
                     stats.see(_gin_time(block.dropped_span[0], tz))
                     stats.see(_gin_time(block.dropped_span[1], tz))
@@ -136,6 +140,7 @@ def analyze(
         for event in audit_events(audit_url, since):
             stats.lines += 1
             stats.requests += 1
+            stats.recognised += 1
             stats.see(event.time)
             engine.feed(event)
     engine.finish()

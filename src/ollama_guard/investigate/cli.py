@@ -6,11 +6,15 @@ import ipaddress
 import sys
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ollama_guard.cli_common import emit_report, report_options
 from ollama_guard.errors import InputError
+
+if TYPE_CHECKING:
+    from ollama_guard.investigate.analyze import Analysis
 
 # The analysis modules (numpy, pydantic rule models, …) are imported inside the command, not here:
 # `investigate --help` and a usage error answer without paying for them.
@@ -44,6 +48,31 @@ def _check_cidrs(values: tuple[str, ...]) -> list[str]:
             raise InputError(f"bad --trusted network {value!r} (expected a CIDR like 10.0.0.0/8)") from None
         out.append(value)
     return out
+
+
+def _lines(n: int, what: str = "line") -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+
+def check_recognised(analysis: Analysis, names: list[str], since: datetime | None) -> None:
+    """Refuse input in which no Ollama log line was recognised (empty, binary, plain text, an empty
+    journal: "No findings" would be a lie); on a terminal, say how much of each source was not."""
+    stats = {name: analysis.stats.get(name) for name in names}
+    if not any(st is not None and st.recognised for st in stats.values()):
+        parts = []
+        for name, st in stats.items():
+            read = st.lines if st is not None else 0
+            parts.append(f"{name} ({_lines(read, 'record' if name == 'audit-db' else 'line')} read)")
+        window = f" since {since.isoformat()}" if since is not None else ""
+        raise InputError(f"no Ollama log line recognised{window} in {', '.join(parts)} "
+                         "(expected Ollama's server log or the gateway's audit log)")
+    if sys.stderr is None or not sys.stderr.isatty():
+        return
+    for name, st in stats.items():
+        if st is not None and st.unrecognised:
+            share = 100.0 * st.unrecognised / st.lines
+            click.echo(f"ollama-guard: note: {name}: {_lines(st.unrecognised)} of {st.lines:,} "
+                       f"({share:.1f} %) are not Ollama log output and were skipped", err=True)
 
 
 @click.command("investigate")
@@ -121,6 +150,7 @@ def investigate(
 
     analysis = analyze(sources, audit_db, rules=load_rules(), classifier=classifier, tz=tz, since=since_at)
     names = [s.name for s in sources] + (["audit-db"] if audit_db else [])
+    check_recognised(analysis, names, since_at)
     report = build_report(analysis, sources=names, tz_label=tz_name if tz_name else "UTC", since=since_at,
                           started_at=started)
     ctx.exit(emit_report(report, fmt, output, fail_on))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ollama_guard.investigate.events import LOOPBACK, TRUSTED
 from ollama_guard.investigate.parse import gin_message
 from ollama_guard.ollama.logformat import GinFields, parse_gin_fields
+from ollama_guard.ollama.loglines import count_ollama_lines, is_ollama_line_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,6 +112,10 @@ class BlockResult:
     last: dict[str, str] = field(default_factory=dict)
     dropped_before_since: int = 0  # well-formed gin lines older than --since (counted, not analysed)
     dropped_span: tuple[str, str] | None = None
+    # lines not handed to the parser that are other Ollama output (ollama.loglines) / blank: the parser
+    # counts the lines it sees itself, so every line is judged once, the same way on both paths
+    other_recognised: int = 0
+    other_blank: int = 0
 
 
 def _load_numpy() -> bool:
@@ -313,7 +318,7 @@ def scan_block(
                     result.last[client] = decode(data[last + 6 : last + 27])
 
     slow_gin = gline[~ok & keep]
-    marked = _marker_lines(data, line_end, is_gin)
+    marked = _marker_lines(data, starts, line_end, is_gin, result)
     _collect(data, nl, line_end, is_gin, gline, slow_gin, marked, result)
     return result
 
@@ -471,12 +476,19 @@ def _owner_clients(fast: FastConfig, data: bytes | bytearray, o: np.ndarray, ok:
     return owners, owner_of
 
 
-def _marker_lines(data: bytes | bytearray, line_end: np.ndarray, is_gin: np.ndarray) -> list[int]:
+def _marker_lines(data: bytes | bytearray, line_start: np.ndarray, line_end: np.ndarray,
+                  is_gin: np.ndarray, result: BlockResult) -> list[int]:
     """Indices of the non-gin lines containing one of MARKERS. The non-gin lines are copied into one
-    compact buffer first, so the marker searches do not walk over the (much larger) gin traffic."""
+    compact buffer first, so the marker searches do not walk over the (much larger) gin traffic.
+    Also counts, into ``result``, the non-gin lines that are Ollama output or blank (``_collect``
+    takes back those it hands to the parser)."""
     other = np.flatnonzero(~is_gin)
     if not len(other):
         return []
+    first = line_start[other]
+    length = line_end[other] - first
+    a = np.frombuffer(data, dtype=np.uint8)
+    result.other_blank = int(np.count_nonzero((length == 0) | ((length == 1) & (a[first] == 13))))
     breaks = np.flatnonzero(np.diff(other) != 1)
     run_first = np.concatenate(([other[0]], other[breaks + 1]))
     run_last = np.concatenate((other[breaks], [other[-1]]))
@@ -484,6 +496,7 @@ def _marker_lines(data: bytes | bytearray, line_end: np.ndarray, is_gin: np.ndar
     ends = line_end[run_last] + 1  # include the newline (or one pad byte after an open last line)
     spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
     compact = b"".join([data[s:e] for s, e in spans])
+    result.other_recognised = count_ollama_lines(compact)
     hits: list[int] = []
     for marker in (*MARKERS, b"[GIN] "):
         pos = compact.find(marker)
@@ -523,7 +536,13 @@ def _collect(data: bytes | bytearray, nl: np.ndarray, line_end: np.ndarray, is_g
     begins = np.where(chosen > 0, line_end[np.maximum(chosen - 1, 0)] + 1, 0).tolist()
     finishes = line_end[chosen].tolist()
     for li, s0, e0 in zip(chosen.tolist(), begins, finishes, strict=True):
-        text = data[s0:e0].decode("utf-8", "replace")
+        raw = data[s0:e0]
+        text = raw.decode("utf-8", "replace")
+        if not is_gin[li]:  # the parser judges this line itself: take it back from the bulk counts
+            if raw in (b"", b"\r"):
+                result.other_blank -= 1
+            elif is_ollama_line_bytes(raw):
+                result.other_recognised -= 1
         if li not in crash_lines:
             request = None
             msg = gin_message(text)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from ollama_guard.investigate.events import CONFIG, CRASH, LISTENING, REQUEST, TRANSFER, Event
 from ollama_guard.ollama import logformat as lf
+from ollama_guard.ollama.loglines import is_ollama_line
 
 MAX_MALFORMED_SAMPLES = 5
 TRACE_LINES = 40
@@ -38,6 +39,8 @@ class ParseStats:
     requests: int = 0
     malformed: int = 0  # lines that carry a gin marker but do not parse
     malformed_samples: list[str] = field(default_factory=list)
+    recognised: int = 0  # Ollama log lines (ollama.loglines): requests, events, traces, other output
+    blank: int = 0  # empty lines (neither recognised nor not)
     first_time: datetime | None = None
     last_time: datetime | None = None
 
@@ -45,6 +48,8 @@ class ParseStats:
         self.lines += other.lines
         self.requests += other.requests
         self.malformed += other.malformed
+        self.recognised += other.recognised
+        self.blank += other.blank
         room = MAX_MALFORMED_SAMPLES - len(self.malformed_samples)
         self.malformed_samples.extend(other.malformed_samples[:room])
         self.see(other.first_time)
@@ -57,6 +62,11 @@ class ParseStats:
             self.first_time = t
         if self.last_time is None or t > self.last_time:
             self.last_time = t
+
+    @property
+    def unrecognised(self) -> int:
+        """Lines that are not Ollama log output (malformed access lines included), blank ones excepted."""
+        return max(0, self.lines - self.recognised - self.blank)
 
     def bad(self, where: str, text: str) -> None:
         self.malformed += 1
@@ -131,6 +141,7 @@ class LineParser:
             self._adopt_context(context)
         stats = self.stats
         stats.lines += 1
+        raw = text
         if "\x1b" in text:
             text = lf.strip_ansi(text)
         text = text.rstrip("\r")
@@ -145,7 +156,16 @@ class LineParser:
                 stats.bad(f"{self.source}:{lineno}", text)
                 return None
             return self._request(msg, lineno, fields)
-        return self._other(msg, lineno, prefix_time)
+        traced = stats.recognised
+        event = self._other(msg, lineno, prefix_time)
+        if event is not None:
+            stats.recognised += 1
+        elif stats.recognised == traced:  # not part of a crash trace either: judged on the raw line,
+            if raw in ("", "\r"):  # like the fast scanner judges the lines it does not hand over
+                stats.blank += 1
+            elif is_ollama_line(raw):
+                stats.recognised += 1
+        return event
 
     def parse_request(self, msg: str, lineno: int, fields: lf.GinFields) -> Event:
         """A gin line already split by ``gin_message`` + ``parse_gin_fields`` (in a scanner process):
@@ -163,6 +183,7 @@ class LineParser:
         self.last_time = when
         stats = self.stats
         stats.requests += 1
+        stats.recognised += 1
         stats.see(when)
         self.recent_requests.append((when, lineno, msg))
         # positional: kind, time, source, line, raw, client, method, path, query, status, latency
@@ -198,6 +219,7 @@ class LineParser:
             if app_time is None and self._trace_left > 0:
                 self._trace.append(msg)
                 self._trace_left -= 1
+                stats.recognised += 1
                 return None
             self._trace = None
         # the time of an event line: its own, else the collector's prefix, else the last request's

@@ -200,12 +200,16 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
             "requests": st.requests,
             "malformed_lines": st.malformed,
             "other_lines": other,
+            "recognised_lines": st.recognised,
+            "unrecognised_lines": st.unrecognised,
+            "blank_lines": st.blank,
             "malformed_samples": st.malformed_samples,
             "first_time": iso(st.first_time),
             "last_time": iso(st.last_time),
         }
         totals.update({"lines": st.lines, "requests": st.requests, "malformed_lines": st.malformed,
-                       "other_lines": other})
+                       "other_lines": other, "recognised_lines": st.recognised,
+                       "unrecognised_lines": st.unrecognised})
         if st.first_time and (first_time is None or st.first_time < first_time):
             first_time = st.first_time
         if st.last_time and (last_time is None or st.last_time > last_time):
@@ -217,6 +221,10 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
     ]
     if any(st.malformed for st in analysis.stats.values()):
         notes.append("Some lines looked like access-log lines but could not be parsed; see stats.")
+    for name, st in analysis.stats.items():
+        if st.unrecognised:
+            notes.append(f"{name}: {st.unrecognised} of {st.lines} lines are not Ollama log output and were "
+                         "skipped (stats.sources: unrecognised_lines).")
     stats = {
         "sources": per_source,
         "totals": dict(totals),
@@ -234,6 +242,7 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
         "lines": totals["lines"],
         "requests": totals["requests"],
         "malformed_lines": totals["malformed_lines"],
+        "unrecognised_lines": totals["unrecognised_lines"],
         "clients": len(engine.tallies),
         "untrusted_clients": sum(
             1 for t in engine.tallies.values() if t.client_class not in (LOOPBACK, TRUSTED)
@@ -276,9 +285,10 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
         ),
         ReportSection(
             title="Parse statistics",
-            columns=["Source", "Lines", "Requests", "Malformed", "Other", "First", "Last"],
+            columns=["Source", "Lines", "Requests", "Malformed", "Other", "Unrecognised", "First", "Last"],
             rows=[[name, str(s["lines"]), str(s["requests"]), str(s["malformed_lines"]),
-                   str(s["other_lines"]), s["first_time"] or "", s["last_time"] or ""]
+                   str(s["other_lines"]), str(s["unrecognised_lines"]), s["first_time"] or "",
+                   s["last_time"] or ""]
                   for name, s in per_source.items()],
         ),
     ]
