@@ -247,11 +247,11 @@ def test_render_rejects_unknown_formats():
 
 
 @click.command("tiny-report")
-@click.option("--severity", default="critical")
+@click.option("--level", "severity", default="critical")
 @report_options
 @click.pass_context
 def tiny_report(
-    ctx: click.Context, severity: str, fmt: str | None, output: Path | None, fail_on: str
+    ctx: click.Context, severity: str, fmt: str | None, output: tuple[Path, ...], fail_on: str
 ) -> None:
     report = Report(command="tiny-report", findings=[_finding("tiny", severity)])
     ctx.exit(emit_report(report, fmt, output, fail_on))
@@ -285,7 +285,9 @@ def test_output_extension_picks_the_format(run_cli, tmp_path, sarif_validator):
     assert "tool" in json.loads(forced.read_text())
     assert resolve_format(None, Path("x.SARIF")) == "sarif"
     assert resolve_format(None, Path("x.txt")) == "table"  # plain text: the table, without colour
-    assert resolve_format(None, Path("x.out")) == "json"  # unknown extension: machine-readable
+    with pytest.raises(click.UsageError):  # unknown extension: say so (was: silently JSON)
+        resolve_format(None, Path("x.out"))
+    assert resolve_format(None, Path("x.sarif.json")) == "sarif"
     assert resolve_format("Markdown", Path("x.sarif")) == "markdown"
 
 
@@ -303,7 +305,7 @@ def test_output_extension_picks_the_format(run_cli, tmp_path, sarif_validator):
     ],
 )
 def test_fail_on_exit_codes(run_cli, capsys, severity, fail_on, code):
-    args = ["--severity", severity, "--format", "json"]
+    args = ["--level", severity, "--format", "json"]
     if fail_on:
         args += ["--fail-on", fail_on]
     assert run_cli(*args) == code

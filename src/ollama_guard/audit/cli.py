@@ -86,7 +86,7 @@ def audit(
     ollama_version: str | None,
     fix_plan: Path | None,
     fmt: str | None,
-    output: Path | None,
+    output: tuple[Path, ...],
     fail_on: str,
 ) -> None:
     """Check this host (or --root DIR) for an exposed or weakly configured Ollama.

@@ -97,7 +97,7 @@ def investigate(
     trusted: tuple[str, ...],
     tz_name: str,
     fmt: str | None,
-    output: Path | None,
+    output: tuple[Path, ...],
     fail_on: str,
 ) -> None:
     """Find signs of attack in Ollama server logs and the gateway audit log; write an incident report.

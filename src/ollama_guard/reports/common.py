@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,3 +54,79 @@ def jsonable(value: Any) -> Any:
 
 def severity_order() -> list[Severity]:
     return sorted(Severity, key=lambda s: -s.rank)
+
+
+# --- human text ------------------------------------------------------------------------------------------
+
+# Fenced blocks (```ini\n…```) first, then inline spans (`ollama serve`): the two kinds of code that finding
+# texts carry. A lone backtick stays a backtick.
+_CODE = re.compile(r"```[\w+-]*\n?(?P<block>.*?)```|`(?P<span>[^`\n]+)`", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """A piece of a finding text: plain prose, an inline code span or a code block."""
+
+    text: str
+    kind: str = "text"  # "text" | "code" | "block"
+
+
+def text_parts(text: str) -> list[TextPart]:
+    """Split a finding text on its backtick code spans and fenced blocks (what people write in tickets)."""
+    parts: list[TextPart] = []
+    pos = 0
+    for match in _CODE.finditer(text):
+        if match.start() > pos:
+            parts.append(TextPart(text[pos : match.start()]))
+        if match.group("block") is not None:
+            parts.append(TextPart(match.group("block").rstrip("\n"), "block"))
+        else:
+            parts.append(TextPart(match.group("span"), "code"))
+        pos = match.end()
+    if pos < len(text):
+        parts.append(TextPart(text[pos:]))
+    return parts
+
+
+def plain_text(text: str) -> str:
+    """A finding text with its backtick markup removed (for the terminal table and plain formats)."""
+    out = []
+    for part in text_parts(text):
+        if part.kind == "block":
+            out.append("\n" + part.text.strip("\n") + "\n")
+        else:
+            out.append(part.text)
+    return re.sub(r"\n{3,}", "\n\n", "".join(out))
+
+
+def human_key(key: object) -> str:
+    """``duration_seconds`` → ``duration seconds``."""
+    return str(key).replace("_", " ")
+
+
+def human_value(value: Any) -> str:
+    """A summary value as a person reads it: ``yes``/``no``, ``none``, ``ollama 2, vllm 1`` — never a
+    Python or JSON repr."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, dict):
+        if not value:
+            return "none"
+        return ", ".join(f"{human_key(k)} {_nested(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        if not value:
+            return "none"
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return ", ".join(_nested(v) for v in items)
+    return str(value)
+
+
+def _nested(value: Any) -> str:
+    text = human_value(value)
+    return f"({text})" if isinstance(value, dict | list | tuple | set | frozenset) and value else text

@@ -8,33 +8,65 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 from ollama_guard.findings import Report
 from ollama_guard.reports.common import (
     TOOL_NAME,
     TOOL_VERSION,
     finished_at,
+    human_key,
+    human_value,
     iso_time,
     jsonable,
     severity_order,
+    text_parts,
 )
 
 # C0/C1 control characters (bar tab and newline) and DEL: a hostile server's strings must not carry
 # terminal escapes or invisible bytes into a page someone may later `cat` or paste.
+LONG_TOKEN = 32
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _visible(value: Any) -> Any:
-    """Jinja `finalize`: shows control characters as \\xNN text instead of passing them through."""
+    """Jinja `finalize`: shows control characters as \\xNN text instead of passing them through.
+
+    Markup (a macro's output, the `code` filter's) was built from values that already went through this
+    hook and autoescaping: it passes unchanged (turning it back into a plain string would escape the
+    page's own tags, which showed every section as raw `<section><table>` text).
+    """
+    if isinstance(value, Markup):
+        return value
     if isinstance(value, str):
         return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
     return value
 
 
+def _code(value: Any) -> Markup:
+    """Escapes a finding text and shows its `code spans` and ```fenced blocks``` as code elements."""
+    out = []
+    for part in text_parts(str(value)):
+        text = escape(_visible(part.text))
+        if part.kind == "code":
+            out.append(Markup("<code>%s</code>") % text)
+        elif part.kind == "block":
+            out.append(Markup('<pre class="code">%s</pre>') % text)
+        else:
+            out.append(text)
+    return Markup("").join(out)
+
+
+def _has_long_token(value: Any) -> bool:
+    """Whether a cell holds a word too long for a column (a digest, a URL): only such cells may break
+    inside words, so addresses, dates and rule ids stay whole."""
+    return any(len(word) > LONG_TOKEN for word in str(value).split())
+
+
 @cache
 def _environment() -> Environment:
     # autoescape is ON for everything: finding text comes from scanned hosts and model files.
-    return Environment(
+    env = Environment(
         loader=PackageLoader("ollama_guard.reports", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
@@ -42,6 +74,9 @@ def _environment() -> Environment:
         lstrip_blocks=True,
         finalize=_visible,
     )
+    env.filters["code"] = _code
+    env.tests["long_text"] = _has_long_token
+    return env
 
 
 def render_html(report: Report) -> str:
@@ -55,10 +90,7 @@ def render_html(report: Report) -> str:
         }
         for f in report.sorted_findings()
     ]
-    summary_extra = [
-        (str(k), json.dumps(jsonable(v), ensure_ascii=False) if isinstance(v, dict | list) else str(v))
-        for k, v in report.summary.items()
-    ]
+    summary_extra = [(human_key(k), human_value(v)) for k, v in report.summary.items()]
     template = _environment().get_template("report.html.j2")
     return template.render(
         tool_name=TOOL_NAME,

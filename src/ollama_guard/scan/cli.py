@@ -189,7 +189,7 @@ def scan(
     per_host: int,
     exclude: tuple[str, ...],
     fmt: str | None,
-    output: Path | None,
+    output: tuple[Path, ...],
     fail_on: str,
 ) -> None:
     """Find Ollama (and other self-hosted AI servers) and assess each one without changing anything.

@@ -64,7 +64,7 @@ def verify(
     changed_only: bool,
     workers: int | None,
     fmt: str | None,
-    output: Path | None,
+    output: tuple[Path, ...],
     fail_on: str,
 ) -> None:
     """Check the integrity of an Ollama model store.
