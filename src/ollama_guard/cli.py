@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("ollama_guard.gateway.keys_cli", "keys"),
     ("ollama_guard.investigate.cli", "investigate"),
     ("ollama_guard.gateway.logs_cli", "logs"),
+    ("ollama_guard.watch.cli", "watch"),
 ]
 
 

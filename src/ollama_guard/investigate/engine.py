@@ -1,5 +1,8 @@
 """Evaluates the rules over a time-ordered stream of events in one pass, with state per client only.
 
+Two drivers feed it: ``investigate`` (a whole log, then the report) and ``watch`` (live, line by line:
+``touched`` names the findings each event changed, ``expire`` forgets what went idle).
+
 Memory: each correlation keeps at most a bounded window per (rule, client) — ``event_count`` the last N
 times, ``value_count`` at most ``MAX_VALUES`` distinct values, ``sum`` ten buckets, ``sequence`` one
 partial chain — and every client has one tally for the timeline (bounded number of endpoint keys).
@@ -30,6 +33,8 @@ MAX_VALUES = 4096
 MAX_ENDPOINT_KEYS = 40
 MATCH_CACHE = 8192
 SWEEP_EVERY = 20_000  # events between sweeps of expired per-client state
+MAX_CONFIGS = 64  # server config lines remembered by a live engine
+MAX_PENDING_TRANSFERS = 256  # per source, transfer lines waiting for their push/pull access line
 SINGLE_GAP = 600.0  # seconds: single-event hits closer than this share one evidence window
 OTHER_ENDPOINTS = "(other)"
 
@@ -145,11 +150,13 @@ class Accumulator:
     samples: list[str] = field(default_factory=list)
     _last_event: Event | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)
 
     def add(self, event: Event, severity: Severity) -> None:
         if severity.rank > self.severity.rank:
             self.severity = severity
         self.matches += 1
+        self.sources.add(event.source)
         if event.time is not None:
             if self.first is None or event.time < self.first:
                 self.first = event.time
@@ -418,6 +425,7 @@ class Engine:
         self.crashes = 0
         self._match_cache: dict[tuple[str, str, str, int, str], list[_Plan]] = {}
         self._fed = 0
+        self.touched: set[tuple[str, str]] = set()  # (rule, target) of findings changed since cleared
         self._max_window = [max((c.seconds for c in r.correlate), default=0.0) for r in rules]
 
     # --- input ---------------------------------------------------------------------------------
@@ -441,18 +449,40 @@ class Engine:
         if self._fed % SWEEP_EVERY == 0 and event.time is not None:
             self._sweep(event.time)
 
-    def _sweep(self, now: datetime) -> None:
+    def _sweep(self, now: datetime, spike_idle: float | None = None) -> None:
         """Forget correlation state whose newest event is older than its window: it can no longer fire,
-        and a fresh state behaves the same. Keeps memory to the clients active within a window."""
+        and a fresh state behaves the same. Keeps memory to the clients active within a window.
+        A spike's baseline is the client's whole history: kept, unless idle for ``spike_idle`` seconds."""
         stale = []
         for key, state in self._states.items():
-            if isinstance(state, _Spike):  # its baseline is the client's whole history
-                continue
+            limit = state.window
+            if isinstance(state, _Spike):
+                if spike_idle is None:
+                    continue
+                limit = max(spike_idle, state.window)
             newest = state.newest()
-            if newest is None or (now - newest).total_seconds() > state.window:
+            if newest is None or (now - newest).total_seconds() > limit:
                 stale.append(key)
         for key in stale:
             del self._states[key]
+
+    def expire(self, now: datetime, idle: float) -> None:
+        """Live use: forget findings, client tallies and correlation state (spike baselines included)
+        with nothing newer than ``idle`` seconds before ``now``, so memory is bounded by the clients
+        active within that time, however long the watch runs. A rule that fires again afterwards
+        starts a new finding."""
+        self._sweep(now, spike_idle=idle)
+        for key, acc in list(self.accumulators.items()):
+            if acc.last is None or (now - acc.last).total_seconds() > idle:
+                del self.accumulators[key]
+                self._triggered.discard(key)
+                self.touched.discard(key)
+        for client, tally in list(self.tallies.items()):
+            if tally.last is None or (now - tally.last).total_seconds() > idle:
+                del self.tallies[client]
+        del self.configs[:-MAX_CONFIGS]
+        for pending in self._pending_transfers.values():
+            del pending[:-MAX_PENDING_TRANSFERS]
 
     def add_tally(
         self,
@@ -581,6 +611,7 @@ class Engine:
                     acc.window(fired[0].time, fired[-1].time, count - 1, _describe(corr), corr.seconds)
             if key in self._triggered:
                 acc = self.accumulators[key]
+                self.touched.add(key)
                 acc.add(event, severity)
                 acc.window(event.time, event.time, 1, "continued", self._max_window[index])
                 acc.triggers -= 1
@@ -619,6 +650,7 @@ class Engine:
 
     def _acc(self, rule: Rule, target: str, severity: Severity, client_class: str) -> Accumulator:
         key = (rule.id, target)
+        self.touched.add(key)
         acc = self.accumulators.get(key)
         if acc is None:
             acc = Accumulator(rule, target, severity, client_class)

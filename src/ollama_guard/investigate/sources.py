@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ollama_guard.errors import GuardError, InputError
 from ollama_guard.investigate.events import REQUEST, Event
@@ -126,22 +126,26 @@ def journal_json_to_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
             except ValueError:
                 out.append(raw)
                 continue
-            message = record.get("MESSAGE", "")
-            if isinstance(message, list):  # journald's encoding of non-UTF-8 messages
-                message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
-            elif not isinstance(message, str):
-                message = str(message)
-            stamp = ""
-            try:
-                micros = int(record.get("__REALTIME_TIMESTAMP", ""))
-                t = datetime.fromtimestamp(micros / 1e6, UTC)
-                stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
-            except (TypeError, ValueError, OverflowError, OSError):
-                pass
-            for part in message.split("\n"):
-                out.append((stamp + part).encode("utf-8", "replace"))
+            out.extend(part.encode("utf-8", "replace") for part in journal_record_lines(record))
         if out:
             yield b"\n".join(out) + b"\n"
+
+
+def journal_record_lines(record: dict[str, Any]) -> list[str]:
+    """One journald JSON record → its message line(s), each prefixed with the record's UTC time."""
+    message = record.get("MESSAGE", "")
+    if isinstance(message, list):  # journald's encoding of non-UTF-8 messages
+        message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
+    elif not isinstance(message, str):
+        message = str(message)
+    stamp = ""
+    try:
+        micros = int(record.get("__REALTIME_TIMESTAMP", ""))
+        t = datetime.fromtimestamp(micros / 1e6, UTC)
+        stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+    except (TypeError, ValueError, OverflowError, OSError):
+        pass
+    return [stamp + part for part in message.split("\n")]
 
 
 def file_source(arg: str) -> TextSource:
@@ -242,7 +246,7 @@ def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator
                 raise GuardError(f"cannot read the audit log: {str(exc).splitlines()[0][:200]}") from None
             for rec in records:
                 after = rec.seq or after
-                yield _audit_event(rec)
+                yield audit_event(rec)
             if len(records) < page:
                 break
     finally:
@@ -250,7 +254,7 @@ def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator
         loop.close()
 
 
-def _audit_event(rec: AuditRecord) -> Event:
+def audit_event(rec: AuditRecord) -> Event:
     t = rec.time if rec.time.tzinfo is not None else rec.time.replace(tzinfo=UTC)
     path, _, query = (rec.path or "").partition("?")
     status = int(rec.status or 0)
