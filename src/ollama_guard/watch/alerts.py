@@ -33,7 +33,7 @@ class _Sent:
 
 def build_alert(acc: Accumulator, engine: Engine, kind: str,
                 previous: Severity | None = None) -> dict[str, Any]:
-    alert = _finding(acc, engine.tallies).to_json()
+    alert = _finding(acc).to_json()
     alert.update(
         {
             "source": ",".join(sorted(acc.sources)) or acc.target,
