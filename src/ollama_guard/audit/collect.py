@@ -23,6 +23,7 @@ from ollama_guard.audit.sources import (
 )
 from ollama_guard.errors import InputError
 from ollama_guard.paths import default_models_dir
+from ollama_guard.redact import redact_text
 
 
 @dataclass
@@ -80,6 +81,7 @@ def collect(options: AuditOptions) -> tuple[RootFS, Facts]:
             models_dirs.append(own)
     facts.stores = store.locations(fs, facts.instances, models_dirs)
     facts.notes.extend(f"compose file read: {f}" for f in files)
+    facts.notes = [redact_text(n) for n in facts.notes]  # notes quote paths and error messages
     return fs, facts
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import plistlib
 import posixpath
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from ollama_guard.audit.hostspec import DEFAULT_PORT
 from ollama_guard.audit.runner import AuditResult
 from ollama_guard.audit.sources.systemd import DROPIN_NAME, SYSTEM_UNIT_DIRS
 from ollama_guard.errors import InputError
+from ollama_guard.redact import contains_credential, is_sensitive_name, redact_text
 
 GATEWAY_CONFIG_PATH = "/etc/ollama-guard/config.toml"
 GATEWAY_UNIT_PATH = "/etc/systemd/system/ollama-guard.service"
@@ -54,14 +55,15 @@ class Plan:
     written: list[Path] = field(default_factory=list)
 
     def write(self, relative: str, content: str | bytes, *, executable: bool = False) -> Path:
+        """Write one plan file, readable by its owner only (the plan quotes the host's configuration)."""
         path = self.out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-        if executable:
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = content if isinstance(content, bytes) else content.encode("utf-8")
+        mode = 0o700 if executable else 0o600
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        path.chmod(mode)  # also when --force rewrote an existing file
         self.written.append(path)
         return path
 
@@ -71,16 +73,31 @@ class Plan:
         rel = "files" + posixpath.join("/", logical)
         self.write(rel, content)
         if original is not None and isinstance(content, str) and isinstance(original, str):
-            diff = "".join(
-                difflib.unified_diff(
-                    original.splitlines(keepends=True),
-                    content.splitlines(keepends=True),
-                    fromfile=f"a{logical}",
-                    tofile=f"b{logical}",
-                )
-            )
-            self.write(rel + ".diff", diff)
+            self.write(rel + ".diff", _diff(logical, original, content))
         return rel
+
+    def write_patch_only(self, logical: str, content: str, original: str) -> str:
+        """For a file that holds credentials: only the changed lines, as a patch (no copy of the file).
+
+        The diff has no context lines, so no line the edit does not touch is written; the changed lines
+        themselves are redacted too (if one held a credential, the patch says so and must be applied by
+        hand).
+        """
+        rel = "files" + posixpath.join("/", logical) + ".diff"
+        self.write(rel, _diff(logical, redact_text(original), redact_text(content), context=0))
+        return rel
+
+
+def _diff(logical: str, original: str, content: str, context: int = 3) -> str:
+    return "".join(
+        difflib.unified_diff(
+            original.splitlines(keepends=True),
+            content.splitlines(keepends=True),
+            fromfile=f"a{logical}",
+            tofile=f"b{logical}",
+            n=context,
+        )
+    )
 
 
 def prepare_out_dir(out: Path, root: Path | None, force: bool) -> None:
@@ -99,7 +116,7 @@ def prepare_out_dir(out: Path, root: Path | None, force: bool) -> None:
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"--out {out} is not empty (use --force to write into it anyway)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise InputError(f"cannot create --out {out}: {exc.strerror or exc}") from None
 
@@ -169,13 +186,20 @@ def write_plan(result: AuditResult, out: Path) -> Plan:
         if original is None:
             continue
         patched = _apply_line_edits(original, file_edits)
-        rel = plan.write_installable(path, patched, original)
         after = sorted({e.after for e in file_edits if e.after})
+        if contains_credential(original):
+            rel = plan.write_patch_only(path, patched, original)
+            how = (
+                f"`{path}` holds credentials, so no copy of it is written: review `{rel}` (only the "
+                f"changed lines) and apply it with `patch {path} {rel}`, or make the same edit by hand."
+            )
+        else:
+            rel = plan.write_installable(path, patched, original)
+            how = f"Review `{rel}.diff`, then replace `{path}` with `{rel}`."
         plan.steps.append(
             Step(
                 f"Correct {path}",
-                f"Review `{rel}.diff`, then replace `{path}` with `{rel}`."
-                + (f" Then run `{'; '.join(after)}`." if after else " New login sessions pick it up."),
+                how + (f" Then run `{'; '.join(after)}`." if after else " New login sessions pick it up."),
                 "The listed variables get safe values (or fall back to Ollama's defaults).",
             )
         )
@@ -237,12 +261,16 @@ def write_plan(result: AuditResult, out: Path) -> Plan:
             else:
                 variables[key] = value
         job["EnvironmentVariables"] = variables
-        rel = plan.write_installable(path, plistlib.dumps(job))
         merged = PlistFix(path, tuple(changes.items()))
+        if _plist_has_credentials(job):
+            alternative = "\n\nThe job holds credentials, so no copy is written: run the commands above."
+        else:
+            rel = plan.write_installable(path, plistlib.dumps(job))
+            alternative = f"\n\nOr install the corrected copy `{rel}`."
         plan.steps.append(
             Step(
                 f"Correct launchd job {path}",
-                merged.describe() + f"\n\nOr install the corrected copy `{rel}`.",
+                merged.describe() + alternative,
                 "The job restarts with the safe environment.",
             )
         )
@@ -254,11 +282,17 @@ def write_plan(result: AuditResult, out: Path) -> Plan:
             loaded = {}
         settings = loaded if isinstance(loaded, dict) else {}
         settings["disable_ollama_cloud"] = True
-        rel = plan.write_installable(path, json.dumps(settings, indent=2) + "\n", current)
+        patched = json.dumps(settings, indent=2) + "\n"
+        if current is not None and contains_credential(current):
+            rel = plan.write_patch_only(path, patched, current)
+            how = f"`{path}` holds credentials: set `\"disable_ollama_cloud\": true` by hand (see `{rel}`)"
+        else:
+            rel = plan.write_installable(path, patched, current)
+            how = f"Copy `{rel}` to `{path}`"
         plan.steps.append(
             Step(
                 f"Disable Ollama cloud in {path}",
-                f"Copy `{rel}` to `{path}` and restart Ollama.",
+                f"{how} and restart Ollama.",
                 "Cloud models and web search stop working on this server.",
             )
         )
@@ -298,6 +332,24 @@ def _primary_port(result: AuditResult) -> int:
             if pub.host_port.isdigit():
                 return int(pub.host_port)
     return DEFAULT_PORT
+
+
+def _plist_has_credentials(job: dict[str, object]) -> bool:
+    """Any credential-named variable, or any string in the job that redaction would change."""
+    variables = job.get("EnvironmentVariables")
+    if isinstance(variables, dict) and any(is_sensitive_name(str(n)) and v for n, v in variables.items()):
+        return True
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, dict):
+            return [t for k, v in value.items() for t in (*strings(k), *strings(v))]
+        if isinstance(value, list):
+            return [t for v in value for t in strings(v)]
+        return []
+
+    return any(contains_credential(t) for t in strings(job))
 
 
 def _apply_line_edits(text: str, edits: list[LineEditFix]) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollama_guard.audit.hostspec import BindAddress, parse_ollama_host
+from ollama_guard.redact import redact_text, redact_value
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,11 @@ class Origin:
     path: str | None = None  # logical path on the audited system
     line: int | None = None
     text: str | None = None
+
+    def __post_init__(self) -> None:
+        # Redacted at capture: every report, plan and log line is built from this text.
+        if self.text:
+            object.__setattr__(self, "text", redact_text(self.text))
 
     def describe(self) -> str:
         where = self.path or self.kind
@@ -37,6 +43,9 @@ class EnvValue:
     name: str
     value: str
     origin: Origin
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", redact_value(self.name, self.value))
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,9 @@ class Instance:
     effective: bool = True  # False: a file nothing is known to load (e.g. unreferenced /etc/default/ollama)
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific details used by fixes
 
+    def __post_init__(self) -> None:
+        self.label = redact_text(self.label)
+
     def value(self, name: str) -> str | None:
         item = self.env.get(name)
         return None if item is None else item.value
@@ -83,7 +95,11 @@ class ListeningSocket:
     ip: str
     port: int
     pid: int | None
-    process: str | None
+    process: str | None  # the owner's command line, redacted (sources.sockets redacts before cutting)
+
+    def __post_init__(self) -> None:
+        if self.process:
+            object.__setattr__(self, "process", redact_text(self.process))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from ollama_guard.audit.envsyntax import parse_unit_file
 from ollama_guard.audit.model import GatewayPresence
 from ollama_guard.audit.rootfs import RootFS
 from ollama_guard.audit.sources.systemd import SYSTEM_UNIT_DIRS
+from ollama_guard.redact import redact_text
 
 CONFIG_DIRS = ("/etc/ollama-guard", "/usr/local/etc/ollama-guard")
 CONFIG_FILES = ("/etc/ollama-guard.toml",)
@@ -37,7 +38,7 @@ def collect(fs: RootFS, homes: list[str]) -> GatewayPresence:
         found.configs.append(path)
         upstream = section.get("upstream")
         if isinstance(upstream, str):
-            found.upstreams.append(upstream)
+            found.upstreams.append(redact_text(upstream))
     for directory in SYSTEM_UNIT_DIRS:
         for name in fs.listdir(directory):
             if not name.endswith(".service"):

@@ -14,6 +14,7 @@ import re
 import psutil
 
 from ollama_guard.audit.model import EnvValue, Instance, Origin
+from ollama_guard.redact import redact_argv, redact_command
 
 _UNIT_IN_CGROUP = re.compile(r"/([^/]+\.service)(?:/|$)")
 
@@ -68,7 +69,7 @@ def collect() -> tuple[list[Instance], list[str], list[str]]:
         try:
             cmdline = proc.info.get("cmdline") or []
             if is_gateway(cmdline):
-                gateways.append(f"pid {proc.pid}: {' '.join(cmdline)[:200]}")
+                gateways.append(f"pid {proc.pid}: {redact_command(cmdline, limit=200)}")
                 continue
             if not is_ollama_server(cmdline):
                 continue
@@ -97,7 +98,7 @@ def collect() -> tuple[list[Instance], list[str], list[str]]:
                     env=env,
                     user=user,
                     home=home,
-                    extra={"pid": proc.pid, "unit": unit, "cmdline": cmdline},
+                    extra={"pid": proc.pid, "unit": unit, "cmdline": redact_argv(cmdline)},
                 )
             )
         except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psutil
 
 from ollama_guard.audit.model import ListeningSocket
+from ollama_guard.redact import redact_command
 
 
 def collect() -> tuple[list[ListeningSocket], list[str]]:
@@ -21,7 +22,7 @@ def collect() -> tuple[list[ListeningSocket], list[str]]:
         if conn.pid:
             if conn.pid not in names:
                 try:
-                    names[conn.pid] = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+                    names[conn.pid] = redact_command(psutil.Process(conn.pid).cmdline(), limit=120)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     names[conn.pid] = ""
             name = names[conn.pid] or None
