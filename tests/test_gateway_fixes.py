@@ -67,7 +67,7 @@ def test_a_whole_answer_without_usage_costs_at_least_one_token() -> None:
 
 class Auth:
     def __init__(self) -> None:
-        self.keys = {LIMITED: _key(("llama3*",)), ALL_MODELS: _key(()), USER: _key((), "inference")}
+        self.keys = {LIMITED: _key(("llama3*",)), ALL_MODELS: _key(("*",)), USER: _key(("*",), "inference")}
 
     async def authenticate(self, presented: str) -> ApiKey | None:
         return self.keys.get(presented)

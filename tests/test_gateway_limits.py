@@ -32,7 +32,7 @@ def make_key(**limits) -> ApiKey:
         id=uuid.uuid4().hex[:16],
         name="k",
         role=Role.INFERENCE,
-        models=(),
+        models=("*",),
         created_at=datetime.now(UTC),
         expires_at=None,
         revoked=False,

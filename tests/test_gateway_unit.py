@@ -91,7 +91,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
         (("library/*",), "hf.co/org/mistral", False),
         (("hf.co/*/*",), "hf.co/Org/Model:Q4", True),
         (("*",), "anything/at/all:x", True),
-        ((), "anything", True),
+        ((), "anything", False),  # an empty grant allows nothing, never "all"
         (("q[!a]n:7b",), "qwn:7b", True),
         (("q[!a]n:7b",), "qan:7b", False),
     ],
@@ -161,7 +161,7 @@ def test_listing_filter_hides_disallowed_and_cloud_models() -> None:
 
 # --- fail closed ------------------------------------------------------------------------------------
 
-KEY = ApiKey("0123456789abcdef", "k", Role("admin"), (), None, None, None, None, None, False)
+KEY = ApiKey("0123456789abcdef", "k", Role("admin"), ("*",), None, None, None, None, None, False)
 
 
 class Auth:

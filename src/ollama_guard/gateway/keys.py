@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -89,7 +89,7 @@ class ApiKey:
     id: str
     name: str
     role: Role
-    models: tuple[str, ...]  # patterns as given; empty = every model
+    models: tuple[str, ...]  # patterns as given; ("*",) = every model; empty = none (never "all")
     rpm: int | None
     concurrency: int | None
     tokens_per_day: int | None
@@ -97,16 +97,19 @@ class ApiKey:
     expires_at: datetime | None
     revoked: bool
     revoked_at: datetime | None = None
+    damaged: str | None = None  # why the stored record cannot be trusted (the key is refused)
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at
 
     def is_usable(self, now: datetime | None = None) -> bool:
-        return not self.revoked and not self.is_expired(now)
+        return self.damaged is None and not self.revoked and not self.is_expired(now)
 
     def status(self, now: datetime | None = None) -> str:
         if self.revoked:
             return "revoked"
+        if self.damaged is not None:
+            return "damaged"
         return "expired" if self.is_expired(now) else "active"
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +126,7 @@ class ApiKey:
             "revoked": self.revoked,
             "revoked_at": _iso(self.revoked_at),
             "status": self.status(),
+            **({"damaged": self.damaged} if self.damaged else {}),
         }
 
 
@@ -211,11 +215,30 @@ def validate_model_pattern(pattern: str) -> str:
     return pattern
 
 
+ALL_MODELS = ("*",)
+
+
 def validate_patterns(models: Iterable[str] | None) -> tuple[str, ...]:
-    patterns = tuple(p.strip() for p in (models or ()) if p and p.strip())
+    """The key's model grant: None (not given) → every model, stored explicitly as ``("*",)``.
+
+    An empty list, or an empty or blank pattern in it (``--models ''``, ``--models ','``, an empty shell
+    variable) is refused: it must never be read as "all models".
+    """
+    if models is None:
+        return ALL_MODELS
+    if isinstance(models, str):
+        raise InputError("model patterns must be a list")
+    given = list(models)
+    if not given:
+        raise InputError(
+            "--models is empty: name the models the key may use (or leave --models out for every model)"
+        )
+    if any(not isinstance(p, str) or not p.strip() for p in given):
+        raise InputError(f"--models has an empty pattern ({','.join(map(str, given))!r}); remove it")
+    patterns = tuple(p.strip() for p in given)
     if len(patterns) > MAX_PATTERNS:
         raise InputError(f"at most {MAX_PATTERNS} model patterns per key")
-    return tuple(validate_model_pattern(p) for p in patterns)
+    return tuple(dict.fromkeys(validate_model_pattern(p) for p in patterns))
 
 
 def _positive_or_none(value: int | None, what: str) -> int | None:
@@ -226,21 +249,63 @@ def _positive_or_none(value: int | None, what: str) -> int | None:
     return value
 
 
+def _stored_models(raw: Any) -> tuple[tuple[str, ...], str | None]:
+    """(patterns, problem) of a stored ``models`` column: a JSON list of at least one non-blank pattern.
+
+    Anything else — NULL, "", "[]", not JSON, a blank pattern — is a damaged record, never "all models"
+    (keys from before ``("*",)`` was stored for "every model" are among them: re-create them).
+    """
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not value:
+        return (), f"its model list is missing or empty ({raw!r})"
+    if not all(isinstance(p, str) and p.strip() for p in value):
+        return (), "its model list has an empty pattern"
+    return tuple(value), None
+
+
+def _stored_limit(value: Any, what: str) -> tuple[int | None, str | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None, f"its {what} limit is {value!r}"  # 0 or less must not read as "no limit"
+    return value, None
+
+
 def _row_to_key(row: Any) -> ApiKey:
-    created = _from_db_time(row.created_at)
-    assert created is not None
+    """The key of a stored row; a row that cannot be trusted becomes a refused key (``damaged``)."""
+    problems: list[str] = []
+    try:
+        role = Role(row.role)
+    except ValueError:
+        role = Role.READ
+        problems.append(f"its role is {row.role!r}")
+    models, problem = _stored_models(row.models)
+    if problem:
+        problems.append(problem)
+    limits: dict[str, int | None] = {}
+    for field, what in (("rpm", "rpm"), ("concurrency", "concurrency"), ("tokens_per_day", "token")):
+        limits[field], problem = _stored_limit(getattr(row, field), what)
+        if problem:
+            problems.append(problem)
+    if row.revoked is None:
+        problems.append("its revoked flag is missing")
+    created = _from_db_time(row.created_at) or datetime.fromtimestamp(0, UTC)
     return ApiKey(
         id=row.id,
         name=row.name,
-        role=Role(row.role),
-        models=tuple(json.loads(row.models or "[]")),
-        rpm=row.rpm,
-        concurrency=row.concurrency,
-        tokens_per_day=row.tokens_per_day,
+        role=role,
+        models=models,
+        rpm=limits["rpm"],
+        concurrency=limits["concurrency"],
+        tokens_per_day=limits["tokens_per_day"],
         created_at=created,
         expires_at=_from_db_time(row.expires_at),
-        revoked=bool(row.revoked),
+        revoked=bool(row.revoked) or row.revoked is None,
         revoked_at=_from_db_time(row.revoked_at),
+        damaged="; ".join(problems) or None,
     )
 
 
@@ -404,6 +469,12 @@ class KeyStore:
                 row = await self._resolve(conn, name_or_id, allow_revoked=True)
                 if row.revoked:
                     raise InputError(f"key {row.name!r} ({row.id}) is revoked; create a new key instead")
+                damaged = _row_to_key(row).damaged
+                if damaged:  # a new secret would not make the stored grant trustworthy
+                    raise InputError(
+                        f"key {row.name!r} ({row.id}) has a damaged record ({damaged}); "
+                        "revoke it and create a new key"
+                    )
                 token, stored_hash = self._new_secret(row.id)
                 await conn.execute(
                     update(api_keys_table)
@@ -420,10 +491,29 @@ class KeyStore:
 # request path
 
 
+
 @dataclass(frozen=True)
 class _Entry:
     key: ApiKey
     secret_hash: bytes
+
+
+def _snapshot_of(rows: Sequence[Any]) -> dict[str, _Entry]:
+    """Usable keys by id. A damaged row refuses that key only (logged), never every key or none."""
+    snapshot: dict[str, _Entry] = {}
+    for row in rows:
+        key = _row_to_key(row)
+        try:
+            digest = bytes.fromhex(row.secret_hash or "")
+        except (TypeError, ValueError):
+            digest = b""
+        if key.damaged is None and len(digest) != hashlib.sha256().digest_size:
+            key = replace(key, damaged="its secret hash is not a SHA-256 digest")
+        if key.damaged is not None:
+            log.warning("API key %r (id %s) is refused: %s", key.name, key.id, key.damaged)
+            continue
+        snapshot[key.id] = _Entry(key, digest)
+    return snapshot
 
 
 class KeyAuthenticator:
@@ -524,9 +614,7 @@ class KeyAuthenticator:
                         await conn.execute(select(api_keys_table).where(api_keys_table.c.revoked.is_(False)))
                     ).all()
                     # one assignment each: the serving thread sees the old or the new snapshot
-                    self._snapshot = {
-                        r.id: _Entry(_row_to_key(r), bytes.fromhex(r.secret_hash)) for r in rows
-                    }
+                    self._snapshot = _snapshot_of(rows)
                     self._generation = state.key_generation
             self._last_ok = time.monotonic()
             if self._last_error is not None:
@@ -540,10 +628,23 @@ class KeyAuthenticator:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the poller must survive; staleness makes authenticate fail closed
-            message = f"{type(exc).__name__}: {short_db_error(exc)}"
+            message = self._describe_failure(exc)
             if message != self._last_error:
                 log.error("cannot read API keys: %s", message)
                 self._last_error = message
+
+    def _describe_failure(self, exc: Exception) -> str:
+        """One line an operator can act on (never ``TimeoutError: TimeoutError``)."""
+        refused = f"keys are refused once the store has been unreadable for {self._stale_after:g} s"
+        if isinstance(exc, TimeoutError):
+            return (
+                f"the key database did not answer within {self._query_timeout:g} s "
+                f"(is it overloaded or unreachable?); {refused}"
+            )
+        detail = short_db_error(exc)
+        name = type(exc).__name__
+        text = detail if not detail or detail.startswith(name) else f"{name}: {detail}"
+        return f"{text or name}; {refused}"
 
     async def _poll_forever(self) -> None:
         while True:

@@ -84,8 +84,14 @@ def run_with_engine(config: GatewayConfig, work: Callable[[Any], Awaitable[T]], 
     return asyncio.run(runner())
 
 
-def _split_patterns(values: tuple[str, ...]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+def _split_patterns(values: tuple[str, ...]) -> list[str] | None:
+    """--models values split on commas; None when --models was not given (every model).
+
+    Empty parts are kept so that `--models ''` or `--models "$UNSET,"` is refused, not widened.
+    """
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",")]
 
 
 def _limit(value: int | None) -> str:
@@ -97,9 +103,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _describe(key: ApiKey) -> str:
-    parts = [f"role {key.role}"]
-    if key.models:
-        parts.append("models " + ",".join(key.models))
+    parts = [f"role {key.role}", "models " + (",".join(key.models) or "(none)")]
     if key.rpm is not None:
         parts.append(f"{key.rpm} req/min")
     if key.concurrency is not None:
@@ -118,7 +122,7 @@ def _table(keys: list[ApiKey]) -> str:
             k.id,
             k.name,
             str(k.role),
-            ",".join(k.models) or "*",
+            ",".join(k.models) or "(none)",
             _limit(k.rpm),
             _limit(k.concurrency),
             _limit(k.tokens_per_day),
@@ -149,7 +153,8 @@ def keys() -> None:
     "--models",
     multiple=True,
     metavar="PATTERN[,PATTERN…]",
-    help="Allowed models (names or globs such as llama3* or library/*); default: all.",
+    help="Allowed models (names or globs such as llama3* or library/*); default: all ('*'). "
+    "An empty value is refused.",
 )
 @click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Concurrent requests.")

@@ -127,8 +127,5 @@ def pattern_is_valid(pattern: str) -> bool:
 
 
 def key_model_matcher(models: Iterable[str] | None) -> ModelMatcher:
-    """Matcher for ApiKey.models: None or empty tuple → every model (no restriction stored)."""
-    patterns = tuple(models or ())
-    if not patterns:
-        return allow_all
-    return compile_model_patterns(patterns)
+    """Matcher for ApiKey.models: ``("*",)`` → every model; None or empty → no model (fail closed)."""
+    return compile_model_patterns(tuple(models or ()))
