@@ -155,6 +155,7 @@ def test_no_planted_credential_in_any_audit_format_or_harden_file(
         )
         assert code == 0, stderr
         assert_clean(out.read_bytes(), f"audit --format {fmt}")
+        assert out.stat().st_mode & 0o777 == 0o600, f"audit -o {out.name} is readable by others"
         assert_clean(stdout + stderr, f"audit --format {fmt} (terminal)")
         code, stdout, stderr = run_cli(
             capsys, "audit", "--root", str(root), "--format", fmt, "--fail-on", "never"
