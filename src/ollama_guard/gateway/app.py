@@ -8,6 +8,8 @@ the `record` stage writes its metrics and its audit record (never the key, never
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import gc
 import itertools
@@ -59,6 +61,7 @@ class GatewayApp:
         self._id_prefix = secrets.token_hex(6) + "-"
         self._id_counter = itertools.count(1)
         self.on_ready: Callable[[], None] | None = None
+        self.console: Any = None  # the web console, built on its first request (own_routes)
 
     # --- the request path -------------------------------------------------------------------------
     async def _pipeline(self, req: Request) -> None:

@@ -74,6 +74,7 @@ class GatewayConfig(BaseModel):
     max_json_depth: int = 64
     secret_file: Path | None = None
     metrics: bool = True
+    console: bool = True  # the web console at /-/console (admin keys only)
     workers: int = 1
     max_num_ctx: int | None = None  # cap on options.num_ctx for keys below admin (None: no cap)
     max_keep_alive: float | None = None  # cap in seconds on keep_alive for keys below admin

@@ -166,6 +166,11 @@ def _hash_secret(hash_key: bytes, key_id: str, secret: str) -> bytes:
     return hmac.new(hash_key, f"{key_id}:{secret}".encode("ascii"), hashlib.sha256).digest()
 
 
+def key_version(secret_hash_hex: str) -> str:
+    """A public label of a key's current secret (changes on rotation; reveals nothing of the hash)."""
+    return hashlib.sha256(b"ollama-guard key version v1:" + secret_hash_hex.encode()).hexdigest()[:32]
+
+
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InputError(
@@ -460,8 +465,12 @@ class KeyStore:
             raise GuardError(f"cannot revoke the key: {short_db_error(exc)}") from None
         return _row_to_key(row)
 
-    async def rotate(self, name_or_id: str) -> tuple[ApiKey, str]:
-        """A new secret for the same key (same id, name and limits); the old secret stops working."""
+    async def rotate(self, name_or_id: str, *, expected_version: str | None = None) -> tuple[ApiKey, str]:
+        """A new secret for the same key (same id, name and limits); the old secret stops working.
+
+        ``expected_version``: rotate only if the key's ``key_version`` is still this one (a form sent
+        twice must not rotate twice and throw away the secret shown the first time).
+        """
         now = datetime.now(UTC)
         try:
             async with self._writer.begin() as conn:
@@ -475,6 +484,10 @@ class KeyStore:
                         f"key {row.name!r} ({row.id}) has a damaged record ({damaged}); "
                         "revoke it and create a new key"
                     )
+                if expected_version is not None and not hmac.compare_digest(
+                    key_version(row.secret_hash), expected_version
+                ):
+                    raise InputError(f"key {row.name!r} was rotated since this form was made")
                 token, stored_hash = self._new_secret(row.id)
                 await conn.execute(
                     update(api_keys_table)
@@ -485,6 +498,41 @@ class KeyStore:
         except SQLAlchemyError as exc:
             raise GuardError(f"cannot rotate the key: {short_db_error(exc)}") from None
         return _row_to_key(row), token
+
+    async def update(
+        self,
+        name_or_id: str,
+        *,
+        models: Sequence[str] | None,
+        rpm: int | None,
+        concurrency: int | None,
+        tokens_per_day: int | None,
+    ) -> ApiKey:
+        """Replace an active key's model patterns and limits (validated as on create)."""
+        patterns = validate_patterns(models)
+        values = {
+            "models": json.dumps(list(patterns)),
+            "rpm": _positive_or_none(rpm, "rpm"),
+            "concurrency": _positive_or_none(concurrency, "concurrency"),
+            "tokens_per_day": _positive_or_none(tokens_per_day, "tokens per day"),
+        }
+        now = datetime.now(UTC)
+        try:
+            async with self._writer.begin() as conn:
+                await bind_secret(conn, self._fingerprint)
+                row = await self._resolve(conn, name_or_id, allow_revoked=True)
+                if row.revoked:
+                    raise InputError(f"key {row.name!r} ({row.id}) is revoked")
+                await conn.execute(
+                    update(api_keys_table)
+                    .where(api_keys_table.c.id == row.id)
+                    .values(**values, updated_at=_to_db_time(now))
+                )
+                await _bump_generation(conn)
+                row = (await conn.execute(select(api_keys_table).where(api_keys_table.c.id == row.id))).one()
+        except SQLAlchemyError as exc:
+            raise GuardError(f"cannot update the key: {short_db_error(exc)}") from None
+        return _row_to_key(row)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -726,6 +774,13 @@ class KeyAuthenticator:
         if not key.is_usable():
             return None
         return key
+
+    def usable_entry(self, key_id: str) -> tuple[ApiKey, bytes] | None:
+        """The usable key with this id and its stored secret hash, from the snapshot (no I/O)."""
+        entry = self._snapshot.get(key_id)
+        if entry is None or not entry.key.is_usable():
+            return None
+        return entry.key, entry.secret_hash
 
     # introspection (metrics, health) ----------------------------------------------------------------
     @property

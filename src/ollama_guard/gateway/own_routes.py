@@ -1,8 +1,9 @@
-"""The gateway's own routes under `/-/`: `/-/health` (liveness, no auth) and `/-/metrics` (admin key)."""
+"""The gateway's own routes under `/-/`: `/-/health` (liveness, no auth), `/-/metrics` (admin key) and
+`/-/console` (the web console; admin keys, see `gateway.console`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ollama_guard.gateway.metrics import METRICS_CONTENT_TYPE
 from ollama_guard.gateway.refusal import Refusal
@@ -15,13 +16,43 @@ if TYPE_CHECKING:
     from ollama_guard.gateway.app import GatewayApp
 
 HEALTH = "/-/health"
+CONSOLE = "/-/console"
 
 
 async def answer_health(req: Request) -> None:
     await send_simple(req.send, 200, b'{"status":"ok"}', JSON, req.facts)
 
 
+def _console(app: GatewayApp) -> Any:
+    """The console of this gateway process, built on first use (a gateway nobody opens it on pays nothing)."""
+    if app.console is None:
+        from ollama_guard.gateway.console import ConsoleApp, ConsoleDeps, probe
+        from ollama_guard.gateway.secrets import load_server_secret
+
+        services = app.services
+        assert services is not None
+        secret = services.secret if services.secret is not None else load_server_secret(app.config)
+
+        async def health() -> dict[str, tuple[bool, str]]:
+            return await probe(services, app.config)
+
+        async def verify() -> Any:
+            from ollama_guard.gateway.audit import verify_chain
+
+            await services.audit.flush()
+            return await verify_chain(services.engine, secret)
+
+        app.console = ConsoleApp(ConsoleDeps(services.engine, secret, services.authenticator, health, verify))
+    return app.console
+
+
 async def answer_own_route(app: GatewayApp, req: Request) -> None:
+    if app.config.console and (req.path == CONSOLE or req.path.startswith(CONSOLE + "/")):
+        headers = RequestHeaders(req.scope["headers"])
+        req.headers = headers
+        app.client.check(req, headers)
+        await _console(app)(req.scope, req.receive, req.send, req.facts)
+        return
     if req.path == "/-/metrics" and req.method == "GET" and app.config.metrics:
         req.facts.route = "GET /-/metrics"
         headers = RequestHeaders(req.scope["headers"])

@@ -13,11 +13,14 @@ log = logging.getLogger("ollama_guard.gateway")
 class Services:
     """Key store (`authenticate`), limiter (`limits`, `account`), audit recorder (`record`)."""
 
-    def __init__(self, authenticator: Any, limiter: Any, audit: Any, engine: Any = None) -> None:
+    def __init__(
+        self, authenticator: Any, limiter: Any, audit: Any, engine: Any = None, secret: bytes | None = None
+    ) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
         self.audit = audit
         self.engine = engine
+        self.secret = secret  # the server secret (the console signs its sessions with a key derived from it)
 
     @classmethod
     async def build(cls, config: GatewayConfig) -> Services:
@@ -35,7 +38,7 @@ class Services:
         await authenticator.start()
         await limiter.start()
         await audit.start()
-        return cls(authenticator, limiter, audit, engine)
+        return cls(authenticator, limiter, audit, engine, secret)
 
     async def close(self) -> None:
         for part in (self.audit, self.limiter, self.authenticator):
