@@ -8,8 +8,6 @@ the `record` stage writes its metrics and its audit record (never the key, never
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import gc
 import itertools
@@ -17,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ollama_guard.gateway.body import ClientGone
 from ollama_guard.gateway.config import GatewayConfig
