@@ -4,7 +4,6 @@ baseline. Produces the findings and a fresh (unsigned) baseline snapshot of the 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,12 +15,12 @@ from ollama_guard.verify.baseline import Baseline, BlobRecord, LayerRecord, Mode
 from ollama_guard.verify.gguf_inspect import GGUFFormatError, GGUFHeader, is_gguf, read_gguf_header
 from ollama_guard.verify.hashing import sha256_files
 from ollama_guard.verify.inventory import BlobFile, Inventory, media_role, normalize_digest, take_inventory
-from ollama_guard.verify.template_scan import TextKind, scan_text, visible
+from ollama_guard.verify.templates import Verdict, check
+from ollama_guard.verify.templates.layers import LAYER_KINDS, check_params, messages_text, read_layer
 
 GGUF_ROLES = frozenset({"model", "projector", "adapter", "draft"})
-TEXT_KINDS: dict[str, TextKind] = {"template": "go", "prompt": "go", "system": "system", "messages": "system"}
 RECORDED_TEXT_ROLES = frozenset({"template", "prompt", "system", "messages", "params"})
-MAX_TEXT_BYTES = 1024 * 1024
+MAX_PARAMS_BYTES = 1024 * 1024
 EXCERPT_CHARS = 200
 
 REF_POISONED_TEMPLATES = (
@@ -204,17 +203,8 @@ def _malformed(inv: Inventory, blob: BlobFile, reason: str, offset: int, severit
     )
 
 
-def _read_text(blob: BlobFile) -> str | None:
-    try:
-        with blob.path.open("rb") as handle:
-            data = handle.read(MAX_TEXT_BYTES)
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace")
-
-
 def _inspect_texts(inv: Inventory) -> tuple[dict[str, str], list[Finding]]:
-    """Reads every template/system/params/messages layer; scans the prompt-shaping ones."""
+    """Reads every template/system/params/messages layer to the end; checks the prompt-shaping ones."""
     texts: dict[str, str] = {}
     findings: list[Finding] = []
     for digest, refs in inv.references.items():
@@ -222,69 +212,64 @@ def _inspect_texts(inv: Inventory) -> tuple[dict[str, str], list[Finding]]:
         blob = inv.blobs.get(digest)
         if not roles or blob is None:
             continue
-        text = _read_text(blob)
-        if text is None:
-            continue
-        texts[digest] = text
         for role in sorted(roles):
-            kind = TEXT_KINDS.get(role)
-            if kind is None:
+            kind = LAYER_KINDS.get(role)
+            try:
+                if role == "params":
+                    text = blob.path.read_bytes()[:MAX_PARAMS_BYTES].decode("utf-8", errors="replace")
+                    verdict = check_params(text)
+                elif role == "messages":
+                    text = blob.path.read_bytes()[:MAX_PARAMS_BYTES].decode("utf-8", errors="replace")
+                    verdict = check(messages_text(text), "system")
+                elif kind is not None:
+                    text, verdict = read_layer(blob.path, kind)
+                else:
+                    continue
+            except OSError:
                 continue
-            scanned = _messages_text(text) if role == "messages" else text
-            hits = scan_text(scanned, kind)
-            if hits:
-                findings.append(_suspicious(inv, digest, f"{role} layer {digest[:19]}…", scanned, hits))
+            texts.setdefault(digest, text)
+            if verdict.evidence:
+                findings.append(_suspicious(inv, digest, f"{role} layer {digest[:19]}…", len(text), verdict))
     return texts, findings
-
-
-def _messages_text(raw: str) -> str:
-    try:
-        items = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(items, list):
-        return raw
-    return "\n".join(str(m.get("content", "")) for m in items if isinstance(m, dict))
 
 
 def _template_findings(inv: Inventory, digest: str, header: GGUFHeader) -> list[Finding]:
     out: list[Finding] = []
     for key, template in sorted(header.chat_templates.items()):
-        hits = scan_text(template, "jinja")
-        if hits:
-            out.append(_suspicious(inv, digest, f"{key} in GGUF blob {digest[:19]}…", template, hits))
+        verdict = check(template, "jinja")
+        if verdict.evidence:
+            source = f"{key} in GGUF blob {digest[:19]}…"
+            out.append(_suspicious(inv, digest, source, len(template), verdict))
     return out
 
 
-def _suspicious(inv: Inventory, digest: str, source: str, text: str, hits: list[Any]) -> Finding:
+def _suspicious(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
     users = _users(inv, digest)
-    worst = max((h.pattern.severity for h in hits), key=lambda s: s.rank)
-    ids = sorted({h.pattern.id for h in hits})
-    first = hits[0]
+    worst = verdict.severity or Severity.INFO
+    ids = sorted({e.id for e in verdict.evidence})
+    first = max(verdict.evidence, key=lambda e: e.severity.rank)
     target = users[0] if len(users) == 1 else str(inv.blobs[digest].path)
-    sandbox = any(h.pattern.id == "jinja-sandbox-escape" for h in hits)
+    sandbox = "jinja-sandbox-escape" in ids
+    where = f"line {first.line}, column {first.column}"
+    trigger = f" Trigger: {first.trigger}." if first.trigger else ""
+    payload = f" Text: {first.payload[:300]}" if first.payload else ""
+    family = f" Closest known template: {verdict.family}." if verdict.family else ""
     return Finding(
         rule="suspicious-template",
         severity=worst,
         target=target,
         title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} shows signs of poisoning "
         f"({', '.join(ids)})",
-        detail=f"The {source} contains {len(hits)} suspicious spot(s). First ({first.pattern.id}): "
-        f"{first.pattern.description} Excerpt: {first.excerpt}",
+        detail=f"The {source} has {len(verdict.evidence)} suspicious spot(s). Worst ({first.id}, {where}): "
+        f"{first.detail}.{trigger}{payload}{family}",
         evidence={
             "source": source,
             "digest": digest,
             "models": users,
-            "length": len(text),
-            "hits": [
-                {
-                    "pattern": h.pattern.id,
-                    "severity": h.pattern.severity.value,
-                    "excerpt": h.excerpt,
-                    "matched": visible(h.matched),
-                }
-                for h in hits[:20]
-            ],
+            "length": length,
+            "family": verdict.family,
+            "diff": verdict.diff[:80],
+            "hits": [dict(e.as_dict(), pattern=e.id, excerpt=e.payload) for e in verdict.evidence[:20]],
         },
         remediation="Read the whole template/prompt (`ollama show --template` / `--system`, or the GGUF "
         "tokenizer.chat_template). Compare it with the publisher's original; if it is not what it should be, "

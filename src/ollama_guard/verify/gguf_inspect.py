@@ -37,7 +37,7 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_HEADER_BYTES = 256 * 1024 * 1024
 # What is kept in memory from the values read.
 KEPT_TEXT_CHARS = 256
-KEPT_TEMPLATE_CHARS = 1024 * 1024
+KEPT_TEMPLATE_CHARS = MAX_STRING_BYTES  # whole templates: a payload past the first MiB is still read
 KEPT_ARRAY_ITEMS = 16
 
 _WINDOW = 1024 * 1024

@@ -1,4 +1,6 @@
-"""Signs of poisoning in chat templates (GGUF `tokenizer.chat_template`, Ollama template layers) and in
+"""The regex detector verify used before the data-flow analysis (kept only as the benchmark baseline).
+
+Signs of poisoning in chat templates (GGUF `tokenizer.chat_template`, Ollama template layers) and in
 Ollama system prompts. The patterns are data (`template_patterns.json`) so they can be reviewed and extended
 without touching code."""
 
@@ -8,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from ollama_guard.findings import Severity
@@ -44,7 +46,7 @@ class TemplateHit:
 @lru_cache(maxsize=1)
 def load_patterns() -> tuple[tuple[TemplatePattern, ...], int]:
     """The shipped patterns and the size above which a template is itself suspicious."""
-    raw = json.loads(resources.files(__package__).joinpath("template_patterns.json").read_text("utf-8"))
+    raw = json.loads((Path(__file__).with_name("template_patterns.json")).read_text("utf-8"))
     out: list[TemplatePattern] = []
     for item in raw["patterns"]:
         flags = 0

@@ -1,0 +1,84 @@
+"""One call for one text: `check(text, kind)` → `Verdict` (evidence with severities, the family when the
+template is a known one, the diff when it is a known one with insertions)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from jinja2 import TemplateSyntaxError
+
+from ollama_guard.findings import Severity
+from ollama_guard.verify.templates import jinja_flow
+from ollama_guard.verify.templates.judge import Evidence, Verdict, judge_analysis, judge_text
+
+Kind = Literal["jinja", "go", "system"]
+
+OVERSIZED_CHARS = 256 * 1024  # the largest real chat templates are about 40 KB
+MAX_ANALYSED_CHARS = 4 * 1024 * 1024  # parsed as a template up to here; prose-scanned in windows beyond
+WINDOW = 1024 * 1024
+OVERLAP = 4096
+
+
+def check(text: str, kind: Kind) -> Verdict:
+    verdict = Verdict(kind)
+    if kind != "system" and len(text) > OVERSIZED_CHARS:
+        verdict.add(
+            Evidence(
+                "oversized-template",
+                Severity.HIGH,
+                1,
+                1,
+                "",
+                "",
+                f"{len(text)} characters; real chat templates are under 64 KB, and size is "
+                "where hidden logic goes unnoticed",
+            )
+        )
+    if kind == "system" or len(text) > MAX_ANALYSED_CHARS:
+        return _windows(kind, text, verdict)
+    if kind == "jinja":
+        try:
+            tree = jinja_flow.parse(text)
+        except (TemplateSyntaxError, RecursionError) as exc:
+            line = getattr(exc, "lineno", 1) or 1
+            verdict.add(
+                Evidence(
+                    "unparseable-template",
+                    Severity.MEDIUM,
+                    line,
+                    1,
+                    "",
+                    "",
+                    f"Jinja2 cannot parse it: {str(exc)[:200]}",
+                )
+            )
+            return _windows(kind, text, verdict)
+        return judge_analysis(kind, text, jinja_flow.JinjaFlow().run(tree), verdict)
+    from ollama_guard.verify.templates import go_flow
+
+    try:
+        analysis = go_flow.analyse(text)
+    except go_flow.GoParseError as exc:
+        verdict.add(
+            Evidence(
+                "unparseable-template",
+                Severity.MEDIUM,
+                exc.line,
+                1,
+                "",
+                "",
+                f"not a valid Go template: {exc}",
+            )
+        )
+        return _windows(kind, text, verdict)
+    return judge_analysis(kind, text, analysis, verdict)
+
+
+def _windows(kind: Kind, text: str, verdict: Verdict) -> Verdict:
+    """Prose-scan `text` in overlapping windows (bounded memory per step, every byte seen)."""
+    start = 0
+    while start < len(text):
+        chunk = text[start : start + WINDOW]
+        judge_text(kind, chunk, verdict, line=text.count("\n", 0, start) + 1 if start else 1)
+        start += WINDOW - OVERLAP
+    return verdict

@@ -1,0 +1,3 @@
+module templatesrender
+
+go 1.19
