@@ -378,3 +378,39 @@ def test_lead_sections_come_before_the_findings_and_the_rest_after(fmt: str) -> 
     )
     text = render(report, fmt)
     assert text.index("LEAD-TIMELINE") < text.index("FINDING-TITLE") < text.index("TRAILING-STATS")
+
+
+# --- human text: summary values and backticks in every human format ----------------------------------------
+
+
+def _human_report() -> Report:
+    return Report(
+        command="scan",
+        summary={"interrupted": False, "unresolved": [], "services": {"ollama": 2, "vllm": 1},
+                 "duration_seconds": 1.5, "note": None},
+        findings=[_finding("exposed-bind", "critical", detail="Run `ollama serve` on loopback | only",
+                           remediation="Add:\n```ini\n[Service]\nEnvironment=\"OLLAMA_HOST=127.0.0.1\"\n```\n")],
+    )
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_summary_values_read_as_words_not_reprs(fmt: str) -> None:
+    text = render(_human_report(), fmt, color=False)
+    summary = text[text.index('id="summary"') : text.index('id="findings"')] if fmt == "html" else (
+        text[: text.index("exposed-bind")]
+    )
+    for raw in ("False", "[]", "{", "None", '"ollama"', "'ollama'"):
+        assert raw not in summary, (fmt, raw)
+    assert "ollama 2, vllm 1" in summary and "duration seconds" in summary
+
+
+def test_markdown_renders_backticks_as_code_spans() -> None:
+    text = render(_human_report(), "markdown")
+    assert "`ollama serve`" in text and "\\`" not in text
+    assert '`[Service] Environment="OLLAMA_HOST=127.0.0.1"`' in text  # a fenced block: one code span
+    assert "loopback \\| only" in text  # prose is still escaped
+
+
+def test_table_shows_backticks_plain() -> None:
+    text = render_table(_human_report(), width=120, color=False)
+    assert "`" not in text and "ollama serve" in text and "[Service]" in text

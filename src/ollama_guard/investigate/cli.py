@@ -148,7 +148,11 @@ def investigate(
             )
         sources.append(file_source("-"))
 
-    analysis = analyze(sources, audit_db, rules=load_rules(), classifier=classifier, tz=tz, since=since_at)
+    from ollama_guard.console import per_source, progress
+
+    with progress(fmt, unit="lines") as bar:  # a terminal shows the source being read and the lines so far
+        analysis = analyze(sources, audit_db, rules=load_rules(), classifier=classifier, tz=tz,
+                           since=since_at, on_progress=per_source(bar, bar.add_task("reading", total=None)))
     names = [s.name for s in sources] + (["audit-db"] if audit_db else [])
     check_recognised(analysis, names, since_at)
     report = build_report(analysis, sources=names, tz_label=tz_name if tz_name else "UTC", since=since_at,

@@ -14,9 +14,12 @@ from ollama_guard.reports.common import (
     TOOL_NAME,
     TOOL_VERSION,
     finished_at,
+    human_key,
+    human_value,
     iso_time,
     jsonable,
     severity_order,
+    text_parts,
 )
 
 
@@ -30,6 +33,20 @@ def md_escape(value: object) -> str:
     return "".join(ch for ch in text if ch >= " " or ch == "\t")
 
 
+def md_text(value: object) -> str:
+    """Like md_escape, but `code spans` and fenced blocks of a finding text become Markdown code spans
+    (their content is literal in Markdown, so only the pipe needs escaping there, for table cells)."""
+    out = []
+    for part in text_parts(str(value)):
+        if part.kind == "text":
+            out.append(md_escape(part.text))
+            continue
+        code = "".join(ch for ch in part.text if ch >= " " or ch == "\n").replace("|", "\\|")
+        code = " ".join(code.split("\n")) if part.kind == "block" else code
+        out.append(f"`{code}`" if code.strip() else "")
+    return "".join(out)
+
+
 def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
     if not columns:
         return []
@@ -37,7 +54,7 @@ def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
     lines.append("|" + "|".join(" --- " for _ in columns) + "|")
     for row in rows:
         cells = [*row[: len(columns)], *[""] * (len(columns) - len(row))]
-        lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     return lines
 
 
@@ -51,8 +68,7 @@ def render_markdown(report: Report) -> str:
     counts = report.counts()
     summary_rows = [["total", str(len(report.findings))]]
     summary_rows += [[s.value, str(counts[s.value])] for s in severity_order()]
-    summary_rows += [[str(k), json.dumps(jsonable(v)) if isinstance(v, dict | list) else str(v)]
-                     for k, v in report.summary.items()]  # fmt: skip
+    summary_rows += [[human_key(k), human_value(v)] for k, v in report.summary.items()]
     lines += _table(["Item", "Value"], summary_rows)
 
     for section in report.lead_sections():
@@ -66,16 +82,16 @@ def render_markdown(report: Report) -> str:
         lines += _table(["Severity", "Rule", "Target", "Title"], rows)
         lines += ["", "### Details", ""]
         for i, f in enumerate(findings, 1):
-            lines.append(f"#### {i}. {md_escape(f.title)}")
+            lines.append(f"#### {i}. {md_text(f.title)}")
             lines.append("")
             lines.append(
                 f"- **Severity:** {f.severity.value} · **Rule:** {md_escape(f.rule)} · "
                 f"**Target:** {md_escape(f.target)}"
             )
             if f.detail:
-                lines.append(f"- **Detail:** {md_escape(f.detail)}")
+                lines.append(f"- **Detail:** {md_text(f.detail)}")
             if f.remediation:
-                lines.append(f"- **Remediation:** {md_escape(f.remediation)}")
+                lines.append(f"- **Remediation:** {md_text(f.remediation)}")
             if f.evidence:
                 evidence = json.dumps(jsonable(f.evidence), ensure_ascii=False, sort_keys=True)
                 lines.append(f"- **Evidence:** {md_escape(evidence)}")

@@ -97,7 +97,7 @@ def verify(
         previous = load_baseline(baseline_path, key)
 
     report = Report(command="verify")
-    with progress(fmt) as bar:
+    with progress(fmt, unit="bytes") as bar:
         task = bar.add_task("Hashing blobs", total=None)
         result = run_verify(
             root,
