@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from support.browser import CHROMIUM, LAUNCH
 from support.gateway import Gateway, KeySpec, audit_rows, create_keys, http_bytes, raw_request, start_gateway
 from support.servers import DecoyProcess, start_decoy
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 SCREENSHOTS = os.environ.get("OLLAMA_GUARD_SCREENSHOTS")  # a directory: save each page at 1280x800
 
 
@@ -53,7 +53,7 @@ def browser(gw: Gateway) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        b = p.chromium.launch(**LAUNCH)
         yield b
         b.close()
 

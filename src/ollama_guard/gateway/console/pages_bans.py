@@ -24,7 +24,9 @@ async def bans_page(
     if not acted:
         ctx.audit("bans")
     bans = await app.deps.bans.list() if app.deps.bans is not None else None
-    return app.render(ctx, "bans.html.j2", status, bans=bans, error=error, form=ctx.request.form)
+    return app.render(
+        ctx, "bans.html.j2", status, bans=bans, error=error, form=ctx.request.form if error else {}
+    )
 
 
 async def add(app: ConsoleApp, ctx: Ctx, send: Send, receive: Any) -> Response:

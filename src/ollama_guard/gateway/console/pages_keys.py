@@ -66,7 +66,7 @@ async def keys_page(
         versions=versions,
         new_secret=new_secret,
         error=error,
-        form=ctx.request.form,
+        form=ctx.request.form if error else {},  # a failed form keeps its values
     )
 
 
