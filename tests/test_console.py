@@ -7,6 +7,7 @@ gateway; one revoked there is refused within a second) and against the audit log
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import os
 import re
@@ -327,3 +328,30 @@ def test_failed_logins_are_throttled(gw: Gateway) -> None:
         statuses.append(done.status)
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429], statuses
     assert all(r["key_id"] is None for r in audit_rows(gw.db_url) if r["client"] == "127.0.0.77")
+
+
+def test_a_damaged_key_is_repaired_from_the_keys_page(gw: Gateway) -> None:
+    import sqlite3
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (Playwright's loop runs in this thread)
+        token = pool.submit(create_keys, gw.db_url, [KeySpec("legacy", "read", models=["*"])]).result()[
+            "legacy"
+        ]
+    path = gw.db_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:  # what keys made before empty model lists were refused look like
+        conn.execute("UPDATE og_api_keys SET models = '[]' WHERE name = 'legacy'")
+        conn.execute("UPDATE og_state SET key_generation = key_generation + 1")
+    time.sleep(0.6)
+    assert _gateway_get(gw, "/api/tags", token) == 401
+    session, csrf = _session(gw)
+    page = raw_request(
+        gw.host, gw.port, http_bytes("GET", "/-/console/keys", headers={"Cookie": f"og_console={session}"})
+    )
+    key_id = re.search(r'data-key-id="([0-9a-f]+)"[^>]*>\s*<td><strong>legacy', page.body.decode()).group(1)
+    assert "Repair" in page.body.decode()
+    repaired = _post(gw, f"/-/console/keys/{key_id}/edit", f"csrf={csrf}&models=llama3*", session)
+    assert repaired.status == 200
+    deadline = time.monotonic() + 2
+    while _gateway_get(gw, "/api/tags", token) != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
