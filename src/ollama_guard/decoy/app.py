@@ -17,6 +17,7 @@ from ollama_guard.decoy.router import Router
 from ollama_guard.decoy.routes import build_router
 from ollama_guard.decoy.serverlog import ServerLog, gin_client_ip
 from ollama_guard.decoy.state import DecoyState
+from ollama_guard.decoy.transport.request import BodyError
 
 GIN_PLAIN = "text/plain"
 
@@ -162,6 +163,8 @@ class DecoyApp:
                 await resolution.handler(self.state, req, send)
             except BadRequest as exc:
                 await send_error(send, exc.status, exc.message)
+            except BodyError as exc:  # gin's ShouldBindJSON hands Ollama the body reader's error text
+                await send_error(send, 400, str(exc))
             return
         if resolution.location is not None:
             body = b""

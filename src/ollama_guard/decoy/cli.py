@@ -18,6 +18,7 @@ from ollama_guard.decoy.hostguard import HOST_GUARD_SINCE, is_loopback_listener
 from ollama_guard.decoy.requestlog import RequestLog
 from ollama_guard.decoy.serverlog import ServerLog
 from ollama_guard.decoy.state import DecoySettings, DecoyState
+from ollama_guard.decoy.transport.server import GoHTTPServer, Limits
 from ollama_guard.errors import InputError
 from ollama_guard.ollama.versions import InvalidVersion, parse_version
 
@@ -172,39 +173,30 @@ def decoy(
             shutil.rmtree(root, ignore_errors=True)
 
 
-def serve(app: DecoyApp, sock: socket.socket, settings: DecoySettings) -> None:
-    """Run uvicorn (uvloop + httptools) on an already bound socket; print the ready line once serving."""
-    import uvicorn
+def serve(app: DecoyApp, sock: socket.socket, settings: DecoySettings, limits: Limits | None = None) -> None:
+    """Serve on an already bound socket with the Go-like transport on uvloop; print the ready line once
+    accepting; stop on SIGTERM/SIGINT."""
+    import asyncio
+
+    import uvloop
 
     url = url_for(sock)
 
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                click.echo(f"{READY_PREFIX}{url}")
-                sys.stdout.flush()
-                click.echo(f"models dir: {settings.models_dir}", err=True)
+    async def main() -> None:
+        server = GoHTTPServer(app, limits)
+        listener = await server.start(sock)
+        click.echo(f"{READY_PREFIX}{url}")
+        sys.stdout.flush()
+        click.echo(f"models dir: {settings.models_dir}", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            listener.close()
+            await server.close_connections()
 
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-        server_header=False,
-        date_header=True,
-        proxy_headers=False,  # the request log records who really connected, never X-Forwarded-For
-    )
-    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
-    try:
-        _Server(config).run(sockets=[sock])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    """SIGTERM after uvicorn's graceful shutdown: leave through `finally` blocks (temp dir removal)."""
-    raise SystemExit(0)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -125,9 +125,9 @@ async def send_bytes(
     content_type: str | None,
     extra_headers: dict[str, str] | None = None,
 ) -> None:
-    """A complete response with a Content-Length."""
+    """A complete response written in one go, as gin's c.JSON/c.String do (the transport adds the
+    Content-Length, or chunks a body over 2048 bytes, as Go's net/http would)."""
     headers = _header_list(content_type, extra_headers)
-    headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

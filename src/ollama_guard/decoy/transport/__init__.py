@@ -1,0 +1,1 @@
+"""Go-like HTTP/1.x transport for the decoy (see server.py)."""

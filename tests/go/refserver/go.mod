@@ -1,0 +1,3 @@
+module refserver
+
+go 1.19
