@@ -11,8 +11,19 @@ from typing import Any
 from ollama_guard.decoy.bodies import BadRequest
 from ollama_guard.decoy.cors import CorsPolicy, legacy_wildcard
 from ollama_guard.decoy.hostguard import check_host
-from ollama_guard.decoy.http import ClientGone, Message, Receive, Request, Scope, Send, send_bytes, send_error
-from ollama_guard.decoy.requestlog import BodyRecorder, RequestLog, now_iso
+from ollama_guard.decoy.http import (
+    BodyTooLarge,
+    ClientGone,
+    Message,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    send_bytes,
+    send_error,
+)
+from ollama_guard.decoy.limits import TOO_LARGE_TEXT, body_limit
+from ollama_guard.decoy.requestlog import BodyRecorder, RequestLog, bounded_headers, now_iso
 from ollama_guard.decoy.router import Router
 from ollama_guard.decoy.routes import build_router
 from ollama_guard.decoy.serverlog import ServerLog, gin_client_ip
@@ -77,13 +88,15 @@ class _LoggedExchange:
             )
         if self.log is None:
             return
+        headers, cut = bounded_headers(self.req.headers)
         entry: dict[str, Any] = {
             "time": self.time,
             "client": self.req.client,
             "method": self.req.method,
             "path": self.req.raw_path,
             "query": self.req.query,
-            "headers": [[k, v] for k, v in self.req.headers],
+            "headers": headers,
+            **({"headers_truncated": True} if cut else {}),
             **self.body.entry(),
             "status": self.status,
             "duration_ms": round(elapsed * 1000, 3),
@@ -113,6 +126,8 @@ class DecoyApp:
         if scope["type"] != "http":
             return
         req = Request.from_scope(scope, receive)
+        req.body_limit = body_limit(req.path)
+        req.budget = self.state.budget
         exchange: _LoggedExchange | None = None
         if self.request_log is not None or self.server_log is not None:
             exchange = _LoggedExchange(self.request_log, self.server_log, req, receive, send)
@@ -127,6 +142,7 @@ class DecoyApp:
             with contextlib.suppress(Exception):
                 await send_bytes(send, 500, b"", None)
         finally:
+            req.release()
             if exchange is not None and not exchange.written:
                 exchange.write()
 
@@ -165,6 +181,8 @@ class DecoyApp:
                 await send_error(send, exc.status, exc.message)
             except BodyError as exc:  # gin's ShouldBindJSON hands Ollama the body reader's error text
                 await send_error(send, 400, str(exc))
+            except BodyTooLarge:
+                await send_error(send, 400, TOO_LARGE_TEXT)
             return
         if resolution.location is not None:
             body = b""

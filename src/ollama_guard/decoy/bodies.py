@@ -8,6 +8,7 @@ GenerateRequest.stream of type bool"), an empty body "missing request body".
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ _NULLABLE_KINDS = frozenset(
 )
 
 
+MAX_JSON_ELEMENTS = 250_000  # values in one body (an upper bound counted from the raw bytes)
+TOO_LARGE_TEXT = "http: request body too large"  # Go's http.MaxBytesError text
+
+
 class BadRequest(Exception):
     """Ends a request with an Ollama-shaped error."""
 
@@ -41,6 +46,21 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def too_large() -> BadRequest:
+    """What Ollama's MaxBytesReader answers (gin binds the body, Ollama returns err.Error() with 400)."""
+    return BadRequest(400, TOO_LARGE_TEXT)
+
+
+def check_elements(raw: bytes) -> None:
+    """Refuse bodies with more JSON values than MAX_JSON_ELEMENTS before parsing them (separators and
+    openers counted over the raw bytes, which can only overestimate)."""
+    if (
+        len(raw) > MAX_JSON_ELEMENTS
+        and raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_JSON_ELEMENTS
+    ):
+        raise too_large()
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,7 @@ def decode(raw: bytes, struct: Struct) -> dict[str, Any]:
         raise BadRequest(400, "missing request body")
     if stripped == b"null":
         return {}
+    check_elements(raw)
     try:
         pairs = parse_body(raw)
     except BodyError as exc:
@@ -150,15 +171,40 @@ def parse_go_duration(text: str) -> float:
             raise ValueError(f'time: invalid duration "{text}"')
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
+    if total * 1e9 > _MAX_INT64:  # Go's ParseDuration refuses what does not fit an int64 of nanoseconds
+        raise ValueError(f'time: invalid duration "{text}"')
     return sign * total
+
+
+_MAX_INT64 = (1 << 63) - 1
+
+
+def _go_float_to_int(value: float) -> int:
+    """Go's int(float64) on amd64: out-of-range values (and NaN) become math.MinInt64."""
+    if not math.isfinite(value) or not -(2.0**63) <= value < 2.0**63:
+        return -(1 << 63)
+    return int(value)
+
+
+def _wrap_int64(n: int) -> int:
+    n &= (1 << 64) - 1
+    return n - (1 << 64) if n >= 1 << 63 else n
 
 
 def keep_alive_seconds(value: Any, default: float) -> float:
     """Ollama's keep_alive: a duration string or a number of seconds; negative = forever (inf)."""
     if value is None:
         return default
-    seconds = parse_go_duration(value) if isinstance(value, str) else float(value)
-    return float("inf") if seconds < 0 else seconds
+    if isinstance(value, str):
+        seconds = parse_go_duration(value)
+        return float("inf") if seconds < 0 else seconds
+    number = float(value)
+    if number < 0:
+        return float("inf")
+    # api.Duration.UnmarshalJSON: time.Duration(int(t) * int(time.Second)), overflow wrapping as Go's
+    # int64 does (so 1e300 becomes 0: unload at once, as Ollama does, instead of a crash).
+    nanoseconds = _wrap_int64(_go_float_to_int(number) * 1_000_000_000)
+    return max(nanoseconds, 0) / 1e9
 
 
 GENERATE = Struct(

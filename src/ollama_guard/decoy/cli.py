@@ -44,6 +44,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, option: str) -> int:
+    """`2G`, `500M`, `1048576` → bytes (InputError for anything else)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS and value[-1:] else ""
+    number = value[:-1] if unit else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise InputError(f"{option} {text!r} is not a size (bytes, or a number with K, M, G or T)") from None
+    if not math.isfinite(amount) or amount <= 0:
+        raise InputError(f"{option} {text!r} must be a positive size")
+    return int(amount * _UNITS[unit])
+
+
 def url_for(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -105,6 +122,26 @@ def url_for(sock: socket.socket) -> str:
     is_flag=True,
     help="Disable the Host-header check on loopback listeners (versions before 0.1.29 never had it).",
 )
+@click.option(
+    "--upload-quota",
+    default="2G",
+    show_default=True,
+    help="Disk the model store may fill (blob uploads stop there and answer as a full disk would); "
+    "bytes or K/M/G.",
+)
+@click.option(
+    "--request-log-max",
+    default="256M",
+    show_default=True,
+    help="Rotate the request log past this size (3 old files kept); bytes or K/M/G.",
+)
+@click.option(
+    "--max-conns-per-ip",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 100000),
+    help="Open connections one client address may hold; more are dropped on accept.",
+)
 def decoy(
     host: str,
     port: int,
@@ -116,6 +153,9 @@ def decoy(
     origins: str | None,
     stream_delay: float,
     no_host_guard: bool,
+    upload_quota: str,
+    request_log_max: str,
+    max_conns_per_ip: int,
 ) -> None:
     """Serve an Ollama-compatible API backed by a real on-disk model store and fake, deterministic models.
 
@@ -128,6 +168,8 @@ def decoy(
         version = parse_version(ollama_version)
     except InvalidVersion as exc:
         raise InputError(str(exc)) from None
+    quota_bytes = parse_size(upload_quota, "--upload-quota")
+    log_max = parse_size(request_log_max, "--request-log-max")
     user_origins = origins.split(",") if origins is not None else origins_from_env()
     sock = bind_socket(host, port)
     temporary = models_dir is None
@@ -143,11 +185,12 @@ def decoy(
             and version >= parse_version(HOST_GUARD_SINCE)
             and is_loopback_listener(sock.getsockname()[0]),
             stream_delay=stream_delay,
+            upload_quota=quota_bytes,
         )
         state = DecoyState.open(settings)
         if seed_models:
             state.seed(seed_models)
-        log = RequestLog(request_log) if request_log is not None else None
+        log = RequestLog(request_log, max_bytes=log_max) if request_log is not None else None
         if server_log is not None:
             gin_log = ServerLog(server_log)
             bound_host, bound_port = sock.getsockname()[:2]
@@ -160,7 +203,7 @@ def decoy(
                 blobs=sum(1 for _ in state.store.iter_blobs()),
             )
         state.server_log = gin_log
-        serve(DecoyApp(state, log, gin_log), sock, settings)
+        serve(DecoyApp(state, log, gin_log), sock, settings, Limits(max_conns_per_ip=max_conns_per_ip))
     except OSError as exc:
         raise InputError(f"decoy failed: {exc}") from exc
     finally:

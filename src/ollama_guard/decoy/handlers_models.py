@@ -15,7 +15,7 @@ from ollama_guard.decoy.fabricate import FILE_TYPE_NAMES, config_bytes, config_v
 from ollama_guard.decoy.http import JSON_TYPE, Request, Send, json_bytes, send_bytes, send_json
 from ollama_guard.decoy.inference import lookup, record_capabilities
 from ollama_guard.decoy.modelfile import modelfile, modelfile_to_create, parameters_text
-from ollama_guard.decoy.modelinfo import is_gguf, model_info, read_gguf
+from ollama_guard.decoy.modelinfo import is_gguf, model_info, read_gguf, read_gguf_async
 from ollama_guard.decoy.respond import (
     ProgressError,
     ProgressEvent,
@@ -188,10 +188,22 @@ async def create_blob(state: DecoyState, req: Request, send: Send) -> None:
     if valid and state.store.has_blob(digest):
         await send_bytes(send, 200, b"", None)
         return
-    with state.store.blob_writer() as writer:
-        async for chunk in req.stream():
-            writer.write(chunk)
-        actual = writer.commit()
+    quota = state.quota
+    taken = 0
+    try:
+        with state.store.blob_writer() as writer:
+            async for chunk in req.stream():
+                if quota is not None and not quota.take(len(chunk)):
+                    raise quota.full_disk()
+                taken += len(chunk)
+                writer.write(chunk)
+            actual = writer.commit()
+        if not writer.created and quota is not None:  # an identical blob was already stored
+            quota.give(taken)
+    except BaseException:
+        if quota is not None:
+            quota.give(taken)
+        raise
     if actual != digest:
         raise rq.BadRequest(400, f"digest mismatch, expected {go_quote(digest)}, got {go_quote(actual)}")
     await send_bytes(send, 201, b"", None)
@@ -330,7 +342,7 @@ def _layer_for(state: DecoyState, content: bytes, media_type: str) -> tuple[Laye
     return Layer(mediaType=media_type, digest=digest, size=len(content)), status
 
 
-def _gguf_layers(state: DecoyState, files: dict[str, str]) -> tuple[list[Layer], dict[str, Any]]:
+async def _gguf_layers(state: DecoyState, files: dict[str, str]) -> tuple[list[Layer], dict[str, Any]]:
     layers: list[Layer] = []
     config: dict[str, Any] = {}
     for filename, digest in files.items():
@@ -343,7 +355,7 @@ def _gguf_layers(state: DecoyState, files: dict[str, str]) -> tuple[list[Layer],
             if filename.endswith(".gguf"):
                 raise _CreateFailed("supplied file was not in GGUF format", 400)
             raise _CreateFailed("unknown type", 400)
-        summary = read_gguf(path)
+        summary = await read_gguf_async(path)
         arch = summary.architecture
         media = MEDIA_MODEL
         if summary.kv.get("general.type") == "adapter":
@@ -408,7 +420,7 @@ async def create_events(
                 yield {"status": "converting model"}
                 raise _CreateFailed("unsupported architecture")
             yield {"status": "parsing GGUF"}
-            base, config_info = _gguf_layers(state, body["files"])
+            base, config_info = await _gguf_layers(state, body["files"])
             for layer in base:
                 yield {"status": f"using existing layer {layer.digest}"}
         else:

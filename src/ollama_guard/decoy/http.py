@@ -23,6 +23,10 @@ class ClientGone(Exception):
     """The client disconnected while we were reading its body or streaming to it."""
 
 
+class BodyTooLarge(Exception):
+    """The request body is over the route's cap (see decoy/limits.py)."""
+
+
 _GO_HTML_ESCAPES = (
     ("<", "\\u003c"),
     (">", "\\u003e"),
@@ -55,7 +59,10 @@ class Request:
     headers: list[tuple[str, str]]
     client: str
     path_params: dict[str, str] = field(default_factory=dict)
+    body_limit: int | None = None  # bytes body() may read (set per route by the app)
+    budget: Any = None  # a limits.BodyBudget shared by all requests, or None
     _body: bytes | None = None
+    _held: int = 0
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
@@ -88,10 +95,23 @@ class Request:
         """The whole request body (read once, then cached)."""
         if self._body is None:
             chunks: list[bytes] = []
+            size = 0
             async for chunk in self.stream():
+                size += len(chunk)
+                if self.body_limit is not None and size > self.body_limit:
+                    raise BodyTooLarge
+                if self.budget is not None:
+                    self.budget.take(len(chunk))
+                    self._held += len(chunk)
                 chunks.append(chunk)
             self._body = b"".join(chunks)
         return self._body
+
+    def release(self) -> None:
+        """Give the body's bytes back to the shared budget (the app calls this when the request ends)."""
+        if self.budget is not None and self._held:
+            self.budget.give(self._held)
+            self._held = 0
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The request body chunk by chunk (only usable once, and not after body())."""

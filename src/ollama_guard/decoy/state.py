@@ -10,6 +10,7 @@ from typing import Any
 
 from ollama_guard.decoy.catalog import Catalog, ModelRecord
 from ollama_guard.decoy.fabricate import fabricate, install, seed_names
+from ollama_guard.decoy.limits import DEFAULT_UPLOAD_QUOTA, BodyBudget, DiskQuota
 from ollama_guard.decoy.serverlog import ServerLog
 from ollama_guard.ollama.names import parse_model_name
 from ollama_guard.ollama.store import ModelStore
@@ -28,6 +29,7 @@ class DecoySettings:
     host_guard: bool = True
     stream_delay: float = 0.01  # seconds between streamed chunks
     keep_alive: float = 300.0  # seconds a model stays "loaded" after use (OLLAMA_KEEP_ALIVE default 5m)
+    upload_quota: int = DEFAULT_UPLOAD_QUOTA  # bytes the blob store may occupy (uploads stop there)
 
 
 @dataclass
@@ -48,13 +50,19 @@ class DecoyState:
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     server_log: ServerLog | None = None  # set by the CLI with --server-log
+    quota: DiskQuota | None = None
+    budget: BodyBudget = field(default_factory=BodyBudget)
 
     @classmethod
     def open(cls, settings: DecoySettings) -> DecoyState:
         store = ModelStore(settings.models_dir)
         store.ensure()
         return cls(
-            settings=settings, store=store, catalog=Catalog(store), version=parse_version(settings.version)
+            settings=settings,
+            store=store,
+            catalog=Catalog(store),
+            version=parse_version(settings.version),
+            quota=DiskQuota(store.blobs_dir, settings.upload_quota),
         )
 
     def seed(self, count: int) -> list[str]:
