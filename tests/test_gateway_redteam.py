@@ -164,10 +164,19 @@ def _read_responses(sock: socket.socket, count: int) -> list[int]:
         statuses.append(int(lines[0].split()[1]))
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            while not buf.endswith(b"0\r\n\r\n"):
-                if not fill():
-                    return statuses
-            buf = b""
+            while True:  # walk the chunks: a pipelined response may follow in the same buffer
+                while b"\r\n" not in buf:
+                    if not fill():
+                        return statuses
+                size_line, _, rest = buf.partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                while len(rest) < size + 2:
+                    if not fill():
+                        return statuses
+                    rest = buf.partition(b"\r\n")[2]
+                buf = rest[size + 2 :]
+                if size == 0:
+                    break
             continue
         length = int(headers.get("content-length", "0"))
         while len(buf) < length:

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ollama_guard.findings import Finding, Severity
-from ollama_guard.scan.fingerprints import ProbeAnswer, fingerprint_by_id, json_values
+from ollama_guard.scan.fingerprints import ProbeAnswer, fingerprint_by_id, json_values, reached_blob_handler
 from ollama_guard.scan.host import HostResult
 from ollama_guard.scan.probes import BLOB_PROBE, CORS_ORIGIN, SHORT_BLOB_PROBE
 
@@ -185,7 +185,7 @@ def _ollama_findings(result: HostResult) -> list[Finding]:
     name = result.service_name or "Ollama"
     where = result.display_name
     blob = result.answers.get(BLOB_PROBE)
-    if result.service == "ollama" and blob is not None and blob.status in (200, 400, 404):
+    if result.service == "ollama" and blob is not None and reached_blob_handler(blob):
         findings.append(
             _finding(
                 result,
@@ -309,7 +309,7 @@ def _user_of(path: str) -> str | None:
 def _advisory_findings(result: HostResult) -> list[Finding]:
     if result.service not in OLLAMA_SERVICES or result.service == "ollama-compatible":
         return []
-    from ollama_guard.ollama.advisories import advisories_for
+    from ollama_guard.ollama.advisories import advisories_for, load_advisories
     from ollama_guard.ollama.versions import InvalidVersion, parse_version
 
     basis = result.version
@@ -324,10 +324,14 @@ def _advisory_findings(result: HostResult) -> list[Finding]:
         return []
     findings: list[Finding] = []
     name = result.service_name or "Ollama"
-    for advisory in advisories_for(version):
+    unknown = version.is_dev  # 0.0.0: a build without a version stamp, its real version is unknown
+    for advisory in load_advisories() if unknown else advisories_for(version):
         if advisory.requires_open_api and result.auth != "none":
             continue  # the advisory is the open API itself; this one demands credentials
-        if inferred:
+        if unknown:
+            version_text = "0.0.0, a build without a version stamp (unknown version: possibly affected)"
+            proof = result.answers.get("GET /api/version")
+        elif inferred:
             version_text = f"a version up to 0.1.33 ({result.version_evidence})"
             proof = result.answers.get(SHORT_BLOB_PROBE)
         else:
@@ -348,11 +352,11 @@ def _advisory_findings(result: HostResult) -> list[Finding]:
             _finding(
                 result,
                 advisory.id,
-                advisory.severity_for(version),
+                Severity.LOW if unknown else advisory.severity_for(version),
                 f"{name} at {result.display_name} is affected by {advisory.id}: {advisory.title}",
                 detail=(
                     f"The server reports {version_text}; affected: {advisory.affected}. {advisory.mechanism} "
-                    f"{advisory.confidence_note(version)}"
+                    f"{'' if unknown else advisory.confidence_note(version)}"
                 ).strip(),
                 evidence=evidence_of(result, proof, affected=advisory.affected, fixed=advisory.fixed),
                 remediation=remediation,

@@ -70,6 +70,17 @@ class ProbeAnswer:
         return self.headers.get(name.lower(), "")
 
 
+def reached_blob_handler(answer: ProbeAnswer | None) -> bool:
+    """Whether `HEAD /api/blobs/<digest>` ran Ollama's blob handler. Its 400/404 are JSON (gin's
+    AbortWithStatusJSON) and its 200 carries no body; a `text/plain` 404 is gin's own `404 page not found`
+    for a route that does not exist (Ollama before 0.1.10 had no blob route), which proves nothing."""
+    if answer is None or answer.status not in (200, 400, 404):
+        return False
+    if answer.status == 200:
+        return True
+    return answer.header("content-type").lower().startswith("application/json")
+
+
 def json_values(document: Any, path: str) -> list[Any]:
     """Values at a dotted path where `name[]` walks every element of a list: `data[].owned_by`."""
     current: list[Any] = [document]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollama_guard.findings import Finding
-from ollama_guard.scan.fingerprints import AuthState, ProbeAnswer
+from ollama_guard.scan.fingerprints import AuthState, ProbeAnswer, reached_blob_handler
 from ollama_guard.scan.targets import Target
 
 
@@ -39,6 +39,7 @@ class HostResult:
     answers: dict[str, ProbeAnswer] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     note: str | None = None  # why assessment stopped early (timeouts, …)
+    host_header: str | None = None  # sent instead of the target's name (Ollama's Host guard, see probes)
 
     @property
     def endpoint(self) -> str:
@@ -73,7 +74,7 @@ class HostResult:
             if answer.method == "OPTIONS":
                 continue
             if answer.path.startswith("/api/blobs/"):
-                if answer.status in (200, 400, 404) and self.service == "ollama":
+                if reached_blob_handler(answer) and self.service == "ollama":
                     out.setdefault("/api/blobs/{digest}", None)
                 continue
             if 200 <= answer.status < 300:
@@ -95,6 +96,7 @@ class HostResult:
             "target": self.endpoint,
             "url": self.url,
             "service": self.service,
+            **({"service_name": self.service_name} if self.host_header else {}),
             "version": self.version,
             "auth": self.auth,
             "reachable_endpoints": self.reachable_endpoints(),

@@ -191,7 +191,7 @@ class HttpProber:
         shown = f"[{host}]" if ":" in host else host
         url = f"{scheme}://{shown}:{target.port}{target.base_path}{path}"
         request_headers = dict(headers or {})
-        if target.hostname:
+        if target.hostname and "Host" not in request_headers:
             default_port = 443 if scheme == "https" else 80
             request_headers["Host"] = (
                 target.hostname if target.port == default_port else f"{target.hostname}:{target.port}"
@@ -306,8 +306,9 @@ class Assessor:
     async def _gather(self, result: HostResult, keys: Iterable[str]) -> None:
         keys = [k for k in keys if k not in result.answers]
         cap = self._body_cap(result)
+        headers = {"Host": result.host_header} if result.host_header else None
         answers = await asyncio.gather(
-            *(self.prober.fetch(result.target, result.scheme, k, max_body=cap) for k in keys)
+            *(self.prober.fetch(result.target, result.scheme, k, headers=headers, max_body=cap) for k in keys)
         )
         for answer in answers:
             result.answers[answer.key] = answer
@@ -339,6 +340,7 @@ class Assessor:
         if not any(a.answered for a in result.answers.values()):
             result.note = "no HTTP answer"
             return
+        await self._past_host_guard(result)
         if not any(a.answered and not a.truncated for a in result.answers.values()):
             result.note = "no complete HTTP answer within the timeout"
             return
@@ -349,6 +351,8 @@ class Assessor:
             result.service_name = found.fingerprint.name
             result.confidence = found.confidence
             self._describe(result, found.fingerprint)
+            if result.host_header and found.fingerprint.id == "ollama":
+                result.service_name = "Ollama, Host guard active"
             if found.fingerprint.id in ("ollama", "ollama-compatible"):
                 await self._assess_ollama(result)
             else:
@@ -358,6 +362,27 @@ class Assessor:
             result.service_name = "HTTP API behind authentication (product not identifiable)"
             result.auth = "required"
 
+    async def _past_host_guard(self, result: HostResult) -> None:
+        """Ollama bound to loopback refuses (403, empty body) every request whose Host is not a local name
+        (its DNS-rebinding guard), which is what a scan through a tunnel or port forward by a public name
+        meets. One read-only `GET /` with `Host: localhost` tells that guard apart from a closed API; the
+        rest of the assessment then uses the same Host, as any direct client can."""
+        if not result.target.hostname or not _host_guarded(result.answers):
+            return
+        probe = await self.prober.fetch(
+            result.target, result.scheme, "GET /", headers={"Host": "localhost"}, max_body=SMALL_BODY
+        )
+        if probe.status != 200 or "Ollama is running" not in probe.text:
+            return
+        result.host_header = "localhost"
+        result.answers.clear()
+        await self._gather(result, DISCOVERY_PROBES)
+        result.note = (
+            f"Ollama's Host guard is active: requests naming {result.target.hostname} get 403 (a "
+            "loopback-bound server reached through a tunnel or forward); with `Host: localhost` the API "
+            "answers, as it does for any client that sets that header"
+        )
+
     def _describe(self, result: HostResult, fp: Fingerprint) -> None:
         if fp.version is not None:
             version = _first(v for v in fp.version.values(result.answers) if isinstance(v, str | int | float))
@@ -365,6 +390,13 @@ class Assessor:
                 result.version = str(version)
         if fp.models is not None:
             names = [str(v) for v in fp.models.values(result.answers) if isinstance(v, str | int | float)]
+            tags = result.answers.get(fp.models.probe)
+            if not names and tags is not None and tags.status == 200 and tags.truncated:
+                names = names_from_partial_listing(tags.body)
+                result.note = (
+                    f"{fp.models.probe} is longer than {len(tags.body)} bytes: {len(names)} model names read "
+                    "from its beginning, the rest not fetched"
+                )
             result.models = list(dict.fromkeys(names))
         result.auth = decide_auth(result.answers, fp)
 
@@ -409,6 +441,29 @@ class Assessor:
         if answer.status == 200:
             result.model_details.append(parse_show(name, answer))
         result.answers.setdefault(SHOW_PROBE, answer)
+
+
+_LISTED_NAME = re.compile(rb'[{,]\s*"name"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
+
+
+def names_from_partial_listing(body: bytes) -> list[str]:
+    """Model names from the first bytes of a `/api/tags` answer cut at the probe's byte cap (the JSON is
+    incomplete, so entries are read one by one; every `"name"` key at entry level is a model's)."""
+    names: list[str] = []
+    for match in _LISTED_NAME.finditer(body):
+        try:
+            value = json.loads(b'"' + match.group(1) + b'"')
+        except ValueError:
+            continue
+        if isinstance(value, str):
+            names.append(value)
+    return names
+
+
+def _host_guarded(answers: dict[str, ProbeAnswer]) -> bool:
+    """Every discovery probe got Ollama's Host-guard answer: 403 with an empty body."""
+    found = [answers.get(key) for key in DISCOVERY_PROBES]
+    return all(a is not None and a.status == 403 and not a.body for a in found)
 
 
 def _challenge(answer: ProbeAnswer) -> bool:
