@@ -12,8 +12,8 @@ from ollama_guard.gateway.config import load_config
 
 @click.command("serve")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML file with a [gateway] table (flags override it; OLLAMA_GUARD_* variables "
-                   "override both).")
+              help="TOML file with a [gateway] table (default: /etc/ollama-guard/config.toml when it "
+                   "exists; flags override it; OLLAMA_GUARD_* variables override both).")
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="Address to listen on (default 127.0.0.1:11435; port 0 picks a free port).")
 @click.option("--upstream", default=None, metavar="URL", help="Ollama's URL (default http://127.0.0.1:11434).")

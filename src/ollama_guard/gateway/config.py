@@ -208,6 +208,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return dict(table)
 
 
+# The config file harden writes and the systemd unit passes to `serve`; used without --config when present.
+SYSTEM_CONFIG = Path("/etc/ollama-guard/config.toml")
+
+
+def system_config() -> Path | None:
+    """SYSTEM_CONFIG when it exists. One we may not even look at (a 0750 directory) counts as existing:
+    reading it then fails with a clear error, instead of silently using another database."""
+    try:
+        SYSTEM_CONFIG.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return SYSTEM_CONFIG
+    return SYSTEM_CONFIG
+
+
 def load_config(
     path: Path | str | None = None,
     cli_overrides: Mapping[str, Any] | None = None,
@@ -218,6 +234,8 @@ def load_config(
     values: dict[str, Any] = {}
     if path is None and env.get(ENV_PREFIX + "CONFIG"):
         path = env[ENV_PREFIX + "CONFIG"]
+    if path is None:  # serve, keys, logs and bans all find the system config: one database for all
+        path = system_config()
     if path is not None:
         values.update(_read_toml(Path(path).expanduser()))
     for key, value in (cli_overrides or {}).items():

@@ -42,7 +42,8 @@ def state_options(func: F) -> F:
         "config_file",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Gateway config file (TOML; its [gateway] db and secret_file are used).",
+        help="Gateway config file (TOML; its [gateway] db and secret_file are used; default: "
+        "/etc/ollama-guard/config.toml when it exists, as for serve).",
     )(func)
     func = click.option(
         "--db", "db", default=None, metavar="URL", help="Database URL (sqlite:///PATH or postgresql://…)."

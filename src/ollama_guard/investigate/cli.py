@@ -85,6 +85,9 @@ def check_recognised(analysis: Analysis, names: list[str], since: datetime | Non
               help="A network whose clients are yours (like loopback). Repeatable.")
 @click.option("--tz", "tz_name", default="UTC", show_default=True, metavar="ZONE",
               help="Zone of the server's local time in gin access lines (UTC, local, +02:00, Europe/Paris).")
+@click.option("--untrusted-loopback", is_flag=True,
+              help="Treat loopback clients as remote (a reverse proxy on this host makes every client "
+                   "127.0.0.1).")
 @report_options
 @click.pass_context
 def investigate(
@@ -96,6 +99,7 @@ def investigate(
     since: str | None,
     trusted: tuple[str, ...],
     tz_name: str,
+    untrusted_loopback: bool,
     fmt: str | None,
     output: tuple[Path, ...],
     fail_on: str,
@@ -125,7 +129,7 @@ def investigate(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     since_at = parse_since(since, tz) if since else None
-    classifier = ClientClassifier(_check_cidrs(trusted))
+    classifier = ClientClassifier(_check_cidrs(trusted), untrusted_loopback=untrusted_loopback)
 
     sources: list[TextSource] = [file_source(arg) for arg in logfiles]
     if sum(1 for s in sources if s.stdin) > 1:

@@ -58,8 +58,11 @@ _LOCAL_NETWORKS = [
 class ClientClassifier:
     """Loopback / --trusted / private / public for a client address (cached per distinct address)."""
 
-    def __init__(self, trusted: list[str] | None = None) -> None:
+    def __init__(self, trusted: list[str] | None = None, *, untrusted_loopback: bool = False) -> None:
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in (trusted or [])]
+        # investigate --untrusted-loopback: a reverse proxy on this host makes every client 127.0.0.1, so
+        # a loopback address says nothing about who the client is (classified as unknown: remote).
+        self.loopback = UNKNOWN if untrusted_loopback else LOOPBACK
         self._classify = lru_cache(maxsize=65536)(self._classify_uncached)
 
     def classify(self, client: str) -> str:
@@ -74,7 +77,7 @@ class ClientClassifier:
         if text.startswith("[") and "]" in text:
             text = text[1 : text.index("]")]
         if text.lower() == "localhost":
-            return LOOPBACK
+            return self.loopback
         try:
             addr = ipaddress.ip_address(text.split("%", 1)[0])
         except ValueError:
@@ -82,7 +85,7 @@ class ClientClassifier:
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         if addr.is_loopback:
-            return LOOPBACK
+            return self.loopback
         if any(addr in net for net in self.trusted if net.version == addr.version):
             return TRUSTED
         if any(addr in net for net in _LOCAL_NETWORKS if net.version == addr.version):
