@@ -181,7 +181,9 @@ def old_decoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecoyProcess
         yield decoy
 
 
-def test_scan_json_shape_and_exit_codes(capsys: pytest.CaptureFixture[str], old_decoy: DecoyProcess) -> None:
+def test_scan_json_shape_and_exit_codes(
+    capsys: pytest.CaptureFixture[str], old_decoy: DecoyProcess, scan_as_remote: None
+) -> None:
     target = f"127.0.0.1:{old_decoy.port}"
     code, out, err = run(capsys, "scan", target, "--format", "json", "--timeout", "3")
     assert code == 1 and err == ""  # default --fail-on high; no progress noise on stderr

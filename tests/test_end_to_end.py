@@ -514,8 +514,11 @@ def test_scan_finds_the_exposed_ollama(deployment: Deployment) -> None:
     assert (host["service"], host["version"], host["auth"]) == ("ollama", "0.6.5", "none")
     assert set(host["models"]) == {TARGET_MODEL, STOLEN_MODEL, DELETED_MODEL}
     rules = {f["rule"]: f for f in host["findings"]}
-    assert rules["unauthenticated-api"]["severity"] == "high"
-    assert rules["unauthenticated-admin"]["severity"] == "critical"
+    # the decoy listens on loopback only (tests never bind beyond it): reachable from this host alone,
+    # so the missing-auth findings are medium at most and say so (issue 9, item 6)
+    assert rules["unauthenticated-api"]["severity"] == "medium"
+    assert rules["unauthenticated-admin"]["severity"] == "medium"
+    assert rules["unauthenticated-admin"]["evidence"]["reachable_from"].startswith("this host only")
     assert "model-enumeration" in rules
     # the scan is read-only: it sent the decoy no state-changing or compute request
     sent = [
@@ -710,7 +713,7 @@ def test_scan_markdown_report(deployment: Deployment, scan_reports: dict[str, Pa
 def test_scan_table_report(deployment: Deployment, scan_reports: dict[str, Path]) -> None:
     text = scan_reports["table"].read_text()
     assert not text.lstrip().startswith("{") and "\x1b[" not in text  # a table, no colours in a file
-    assert deployment.decoy.hostport in text and "CRITICAL" in text and "unauthenticated-" in text
+    assert deployment.decoy.hostport in text and "MEDIUM" in text and "unauthenticated-" in text
 
 
 def test_table_file_keeps_rule_ids_whole(scan_reports: dict[str, Path]) -> None:

@@ -384,7 +384,7 @@ def test_every_probe_is_read_only_and_the_gate_refuses_the_rest() -> None:
 
 
 def test_scan_assesses_decoys_names_imitators_and_ignores_the_rest(
-    lab: Lab, capsys: pytest.CaptureFixture[str]
+    lab: Lab, capsys: pytest.CaptureFixture[str], scan_as_remote: None
 ) -> None:
     decoy_ports = sorted({d.port for d in lab.decoys})
     others = [
@@ -650,7 +650,9 @@ async def test_rate_limit_paces_connections() -> None:
     assert 0.8 <= elapsed < 3.0, f"40 connects at 40/s took {elapsed:.2f}s"
 
 
-def test_sarif_and_table_outputs(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sarif_and_table_outputs(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str], scan_as_remote: None
+) -> None:
     import jsonschema
 
     out = tmp_path / "scan.sarif"
@@ -790,7 +792,7 @@ AI_IMITATIONS: dict[str, tuple[str, dict[str, Any], str, str | None]] = {
 }
 
 
-async def test_other_ai_servers_are_named_and_their_auth_judged() -> None:
+async def test_other_ai_servers_are_named_and_their_auth_judged(scan_as_remote: None) -> None:
     servers = ServerThread()
     endpoints: dict[str, str] = {}
     try:

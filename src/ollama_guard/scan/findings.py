@@ -8,6 +8,7 @@ from typing import Any
 from ollama_guard.findings import Finding, Severity
 from ollama_guard.scan.fingerprints import ProbeAnswer, fingerprint_by_id, json_values, reached_blob_handler
 from ollama_guard.scan.host import HostResult
+from ollama_guard.scan.locality import Locality, judge_reach, locality_of
 from ollama_guard.scan.probes import BLOB_PROBE, CORS_ORIGIN, SHORT_BLOB_PROBE
 
 EVIDENCE_CHARS = 400
@@ -18,6 +19,8 @@ GATEWAY_REMEDIATION = (
     "Docker: `-p 127.0.0.1:11434:11434`) and give remote users `ollama-guard serve` in front of it, with "
     "one key per client (`ollama-guard keys create NAME --role inference`)."
 )
+
+_BY_RANK = {s.rank: s for s in Severity}
 
 
 def _clip(text: str, limit: int = EVIDENCE_CHARS) -> str:
@@ -48,6 +51,14 @@ def build_findings(result: HostResult) -> list[Finding]:
     """Every finding the answers support; empty when no service was identified."""
     if result.service is None:
         return []
+    local = locality_of(result.target.host, result.target.port)
+    findings = _findings(result, local)
+    if local.loopback_target:
+        findings = [judge_reach(f, local) for f in findings]
+    return findings
+
+
+def _findings(result: HostResult, local: Locality) -> list[Finding]:
     findings: list[Finding] = []
     name = result.service_name or result.service
     where = result.display_name
@@ -125,7 +136,13 @@ def build_findings(result: HostResult) -> list[Finding]:
                 detail=(
                     f"A CORS preflight from Origin {CORS_ORIGIN} was allowed "
                     f"(Access-Control-Allow-Origin: {cors.header('access-control-allow-origin')}). "
-                    "Any page a user on this network opens can drive the API from their browser."
+                    + (
+                        "Even though it listens on loopback only, any web page opened in a browser on "
+                        "this host can drive the API and read its answers: this is how a remote site "
+                        "reaches a loopback-only server."
+                        if local.loopback_only
+                        else "Any page a user on this network opens can drive the API from their browser."
+                    )
                 ),
                 evidence=evidence_of(
                     result,
@@ -171,7 +188,7 @@ def build_findings(result: HostResult) -> list[Finding]:
             )
         )
 
-    findings += _advisory_findings(result)
+    findings += _advisory_findings(result, local)
     return findings
 
 
@@ -306,7 +323,7 @@ def _user_of(path: str) -> str | None:
     return None
 
 
-def _advisory_findings(result: HostResult) -> list[Finding]:
+def _advisory_findings(result: HostResult, local: Locality) -> list[Finding]:
     if result.service not in OLLAMA_SERVICES or result.service == "ollama-compatible":
         return []
     from ollama_guard.ollama.advisories import advisories_for, load_advisories
@@ -337,12 +354,27 @@ def _advisory_findings(result: HostResult) -> list[Finding]:
         else:
             version_text = f"version {result.version}"
             proof = result.answers.get("GET /api/version")
-        if advisory.fixed:
+        severity = Severity.LOW if unknown else advisory.severity_for(version)
+        upgrade = (
+            f"Upgrade Ollama to {advisory.fixed} or later (https://ollama.com/download, or "
+            "`docker pull ollama/ollama:latest`)"
+        )
+        if local.loopback_only:
+            # only local accounts and browser pages can deliver the exploit: one level lower, and the
+            # advisories that are the open API itself are missing-auth findings (medium at most)
+            if severity.rank > Severity.LOW.rank:
+                severity = _BY_RANK[severity.rank - 1]
+            if advisory.requires_open_api and severity.rank > Severity.MEDIUM.rank:
+                severity = Severity.MEDIUM
             remediation = (
-                f"Upgrade Ollama to {advisory.fixed} or later (https://ollama.com/download, or "
-                "`docker pull ollama/ollama:latest`); until then keep the API unreachable from untrusted "
-                "networks."
+                f"{upgrade}. It listens on loopback only, so until then the exposure is local accounts "
+                "and web pages in a local browser."
+                if advisory.fixed
+                else "No Ollama release fixes this. It already listens on loopback only; if local users "
+                "must not reach it, put `ollama-guard serve` (or another authenticating proxy) in front."
             )
+        elif advisory.fixed:
+            remediation = f"{upgrade}; until then keep the API unreachable from untrusted networks."
         else:
             remediation = (
                 "No Ollama release fixes this: keep the API bound to loopback and reachable only through "
@@ -352,7 +384,7 @@ def _advisory_findings(result: HostResult) -> list[Finding]:
             _finding(
                 result,
                 advisory.id,
-                Severity.LOW if unknown else advisory.severity_for(version),
+                severity,
                 f"{name} at {result.display_name} is affected by {advisory.id}: {advisory.title}",
                 detail=(
                     f"The server reports {version_text}; affected: {advisory.affected}. {advisory.mechanism} "
