@@ -305,3 +305,18 @@ async def test_a_key_store_timeout_is_logged_with_its_time(
     [line] = [r.getMessage() for r in caplog.records]
     assert "did not answer within 0.05 s" in line and "refused" in line and "3 s" in line, line
     assert "TimeoutError" not in line
+
+
+async def test_update_never_widens_a_grant_from_a_missing_or_empty_list(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'g.db'}")
+    await init_schema(engine)
+    store = KeyStore(engine, SECRET)
+    try:
+        await store.create("u", Role.INFERENCE, ["llama3"])
+        for models in (None, [], [""], [" "]):
+            with pytest.raises(InputError):
+                await store.update("u", models=models, rpm=None, concurrency=None, tokens_per_day=None)
+        [key] = await store.list()
+        assert key.models == ("llama3",)
+    finally:
+        await engine.dispose()

@@ -509,6 +509,8 @@ class KeyStore:
         tokens_per_day: int | None,
     ) -> ApiKey:
         """Replace an active key's model patterns and limits (validated as on create)."""
+        if models is None:  # unlike create, "not given" here must not turn into "every model"
+            raise InputError("give the models this key may use (patterns, or * for every model)")
         patterns = validate_patterns(models)
         values = {
             "models": json.dumps(list(patterns)),
