@@ -4,9 +4,10 @@
 
 On the corpora in tests/data/templates/ (real templates and poisoned variants, development and held-out
 splits), in the same run: time per template (best of `rounds`, then median / p95 / max over templates)
-and detection rates — real templates flagged at all / at high, poisoned variants caught at medium+ /
-high+, precision and recall at both thresholds — for the data-flow detector (`verify.templates.check`)
-and for the regex detector verify used before (bench/baseline/template_regex.py).
+and detection rates — real templates flagged at all (low or above) / at high, poisoned variants caught at
+medium+ / high+, precision at high — for the data-flow detector (`verify.templates.check`) on its own and
+with a known-good index of the development split only (held-out templates are unknown to it), and for
+the regex detector verify used before (bench/baseline/template_regex.py).
 """
 
 from __future__ import annotations
@@ -24,15 +25,28 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "bench" / "baseline")]
 from template_regex import scan_text  # noqa: E402
 
 from ollama_guard.findings import Severity  # noqa: E402
-from ollama_guard.verify.templates import check  # noqa: E402
+from ollama_guard.verify.templates import check, known  # noqa: E402
 from support.template_corpus import benign, poisoned  # noqa: E402
 
 RANK = {s.value: s.rank for s in Severity}
 
 
 def new_detector(text: str, kind: str) -> int:
-    verdict = check(text, kind)  # type: ignore[arg-type]
+    verdict = check(text, kind, use_index=False)  # type: ignore[arg-type]
     return verdict.severity.rank if verdict.severity else -1
+
+
+def dev_index() -> known.KnownIndex:
+    dev = [s for s in benign() if s.split == "dev" and s.kind != "system"]
+    return known.KnownIndex([known.Entry(s.name.rsplit("-", 1)[0], s.kind, s.name, s.text) for s in dev])
+
+
+def with_index(index: known.KnownIndex) -> Callable[[str, str], int]:
+    def detect(text: str, kind: str) -> int:
+        verdict = check(text, kind, index)  # type: ignore[arg-type]
+        return verdict.severity.rank if verdict.severity else -1
+
+    return detect
 
 
 def old_detector(text: str, kind: str) -> int:
@@ -75,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     print("| split | detector | real flagged | real high | caught medium+ | caught high+ | precision@high |")
     print("|---|---|---|---|---|---|---|")
     timing: dict[str, list[float]] = {}
+    index = dev_index()
     for split in ("dev", "held_out", "all"):
         r = [s for s in real if split in ("all", s.split)]
         p = [v for v in bad if split in ("all", v.split)]
-        for label, detect in (("data-flow (new)", new_detector), ("regex (old)", old_detector)):
+        detectors = (("data-flow alone", new_detector), ("data-flow + index of dev split", with_index(index)),
+                     ("regex (old)", old_detector))  # fmt: skip
+        for label, detect in detectors:
             r_ranks, r_times = measure(detect, r, args.rounds)
             p_ranks, _ = measure(detect, p, 1)
             if split == "all":

@@ -1,40 +1,59 @@
 """Detection rates on the corpora (tests/data/templates/), not single strings: on the development and the
 held-out splits, no real template is flagged high and at most 1 % is flagged at all; at least 85 % of the
 poisoned variants are caught at medium or above and 75 % at high. Measured by the tree analysis alone
-(no known-good index), and again with the index."""
+(no known-good index), and again with an index of the development split (so held-out real templates are
+as unknown to it as a new release would be)."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import pytest
 
 from ollama_guard.findings import Severity
-from ollama_guard.verify.templates import check
+from ollama_guard.verify.templates import check, known
 from support.template_corpus import benign, poisoned
 
 SPLITS = ("dev", "held_out")
+MODES = ("alone", "dev-index")
 
 
-def verdicts(samples):
-    return [(s, check(s.text, s.kind)) for s in samples]
+@lru_cache(maxsize=1)
+def dev_index() -> known.KnownIndex:
+    dev = [s for s in benign() if s.split == "dev" and s.kind != "system"]
+    return known.KnownIndex([known.Entry(s.name.rsplit("-", 1)[0], s.kind, s.name, s.text) for s in dev])
 
 
+def verdicts(samples, mode: str):
+    if mode == "alone":
+        return [(s, check(s.text, s.kind, use_index=False)) for s in samples]
+    return [(s, check(s.text, s.kind, dev_index())) for s in samples]
+
+
+def at_least(verdict, level: Severity) -> bool:
+    return verdict.severity is not None and verdict.severity.at_least(level)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("split", SPLITS)
-def test_real_templates_are_not_flagged(split: str) -> None:
+def test_real_templates_are_not_flagged(split: str, mode: str) -> None:
     samples = [s for s in benign() if s.split == split]
     assert len(samples) >= 40
-    results = verdicts(samples)
-    high = [s.name for s, v in results if v.severity is not None and v.severity.at_least(Severity.HIGH)]
-    flagged = [s.name for s, v in results if v.severity is not None]
-    assert high == []
+    results = verdicts(samples, mode)
+    assert [s.name for s, v in results if at_least(v, Severity.HIGH)] == []
+    flagged = [s.name for s, v in results if at_least(v, Severity.LOW)]
     assert len(flagged) <= 0.01 * len(samples), flagged
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("split", SPLITS)
-def test_poisoned_variants_are_caught(split: str) -> None:
+def test_poisoned_variants_are_caught(split: str, mode: str) -> None:
     variants = [v for v in poisoned() if v.split == split]
     assert len(variants) >= 15
-    results = verdicts(variants)
-    medium = [v.id for v, r in results if r.severity is not None and r.severity.at_least(Severity.MEDIUM)]
-    high = [v.id for v, r in results if r.severity is not None and r.severity.at_least(Severity.HIGH)]
-    assert len(medium) >= 0.85 * len(variants), sorted({v.id for v in variants} - set(medium))
-    assert len(high) >= 0.75 * len(variants), sorted({v.id for v in variants} - set(high))
+    results = verdicts(variants, mode)
+    medium = {v.id for v, r in results if at_least(r, Severity.MEDIUM)}
+    high = {v.id for v, r in results if at_least(r, Severity.HIGH)}
+    assert len(medium) >= 0.85 * len(variants), sorted({v.id for v in variants} - medium)
+    assert len(high) >= 0.75 * len(variants), sorted({v.id for v in variants} - high)
+    if mode == "dev-index":  # what only a comparison with the known template can see
+        assert {v.id for v in variants if v.style.startswith("plain-language")} <= high

@@ -80,7 +80,10 @@ def test_store_written_by_the_running_decoy_is_clean(
     with start_decoy(tmp_path, seed_models=3) as decoy:
         code, report, _ = run(["--models-dir", str(decoy.models_dir)], capsys)
     assert code == 0, report
-    assert report is not None and report["findings"] == []
+    assert report is not None
+    # the decoy writes the real templates of its models: recognised as their families, nothing else
+    assert {(f["rule"], f["severity"]) for f in report["findings"]} <= {("known-template", "info")}
+    assert "gemma3" in {f["evidence"]["family"] for f in report["findings"]}
     assert report["summary"]["models"] == 3
 
 

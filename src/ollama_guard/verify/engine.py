@@ -229,7 +229,9 @@ def _inspect_texts(inv: Inventory) -> tuple[dict[str, str], list[Finding]]:
                 continue
             texts.setdefault(digest, text)
             if verdict.evidence:
-                findings.append(_suspicious(inv, digest, f"{role} layer {digest[:19]}…", len(text), verdict))
+                findings.append(
+                    _template_finding(inv, digest, f"{role} layer {digest[:19]}…", len(text), verdict)
+                )
     return texts, findings
 
 
@@ -239,8 +241,30 @@ def _template_findings(inv: Inventory, digest: str, header: GGUFHeader) -> list[
         verdict = check(template, "jinja")
         if verdict.evidence:
             source = f"{key} in GGUF blob {digest[:19]}…"
-            out.append(_suspicious(inv, digest, source, len(template), verdict))
+            out.append(_template_finding(inv, digest, source, len(template), verdict))
     return out
+
+
+def _template_finding(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
+    if {e.id for e in verdict.evidence} == {"known-template"}:
+        users = _users(inv, digest)
+        return Finding(
+            rule="known-template",
+            severity=Severity.INFO,
+            target=users[0] if len(users) == 1 else str(inv.blobs[digest].path),
+            title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} is the known "
+            f"{verdict.family} template",
+            detail=f"The {source} is {verdict.evidence[0].detail}.",
+            evidence={
+                "source": source,
+                "digest": digest,
+                "models": users,
+                "length": length,
+                "family": verdict.family,
+            },
+            remediation="Nothing to do.",
+        )
+    return _suspicious(inv, digest, source, length, verdict)
 
 
 def _suspicious(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:

@@ -8,7 +8,7 @@ from typing import Literal
 from jinja2 import TemplateSyntaxError
 
 from ollama_guard.findings import Severity
-from ollama_guard.verify.templates import jinja_flow
+from ollama_guard.verify.templates import jinja_flow, known
 from ollama_guard.verify.templates.judge import Evidence, Verdict, judge_analysis, judge_text
 
 Kind = Literal["jinja", "go", "system"]
@@ -19,7 +19,62 @@ WINDOW = 1024 * 1024
 OVERLAP = 4096
 
 
-def check(text: str, kind: Kind) -> Verdict:
+SHIPPED: known.KnownIndex | None = None  # sentinel: use the shipped index
+
+
+def check(
+    text: str, kind: Kind, index: known.KnownIndex | None = SHIPPED, *, use_index: bool = True
+) -> Verdict:
+    """Evidence about one template (`jinja`, `go`) or prompt (`system`). `index`: the known-good templates
+    (default: the shipped index); `use_index=False` judges the template on its own."""
+    match = None
+    if use_index and kind != "system" and len(text) <= OVERSIZED_CHARS:
+        match = (index or known.shipped()).match(text, kind)
+        if match is not None and match.exact:
+            verdict = Verdict(kind, family=match.entry.family)
+            verdict.add(
+                Evidence(
+                    "known-template",
+                    Severity.INFO,
+                    1,
+                    1,
+                    "",
+                    "",
+                    f"identical to the known {match.entry.family} template ({match.entry.source})",
+                )
+            )
+            return verdict
+    verdict = _check(text, kind)
+    if match is not None:
+        _near(verdict, text, match, index or known.shipped())
+    return verdict
+
+
+def _near(verdict: Verdict, text: str, match: known.Match, index: known.KnownIndex) -> None:
+    """A known template with insertions: the diff, and inserted instructions judged high."""
+    entry = match.entry
+    verdict.family = f"{entry.family} ({entry.source}), {match.similarity:.0%} of its segments"
+    verdict.diff = match.diff
+    lowered = text.lower()
+    for sentence in index.unknown_directives(match.inserted):
+        at = lowered.find(sentence[:40])
+        line = text.count("\n", 0, at) + 1 if at >= 0 else 1
+        column = at - text.rfind("\n", 0, at) if at >= 0 else 1
+        verdict.add(
+            Evidence(
+                "inserted-instruction",
+                Severity.HIGH,
+                line,
+                column,
+                sentence[:400],
+                "",
+                f"an instruction inserted into the known {entry.family} template ({entry.source}); "
+                "no known template has it",
+            )
+        )
+
+
+def _check(text: str, kind: Kind) -> Verdict:
     verdict = Verdict(kind)
     if kind != "system" and len(text) > OVERSIZED_CHARS:
         verdict.add(
