@@ -24,6 +24,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("ollama_guard.investigate.cli", "investigate"),
     ("ollama_guard.gateway.logs_cli", "logs"),
     ("ollama_guard.watch.cli", "watch"),
+    ("ollama_guard.gateway.bans_cli", "bans"),
+    ("ollama_guard.investigate.rules_cli", "rules"),
 ]
 
 

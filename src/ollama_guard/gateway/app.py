@@ -113,6 +113,9 @@ class GatewayApp:
                 await self._pipeline(req)
         except Refusal as refusal:
             facts.status, facts.reason, facts.decision = refusal.status, refusal.reason, "deny"
+            autoban = getattr(self.services, "autoban", None)
+            if autoban is not None:
+                autoban.refused(req, refusal)
             await send_refusal(send, refusal, facts, req.cors_headers)
         except ClientGone:
             facts.client_gone = True
@@ -136,6 +139,9 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.services is None:
             self.services = await Services.build(self.config)
+        bans = getattr(self.services, "bans", None)
+        if bans is not None:
+            self.client.banned = bans.is_banned
         await self.upstream.start()
         # Long-lived start-up objects need no more cyclic-GC passes; the request path allocates many
         # short-lived objects, so young-generation collections run less often.

@@ -78,6 +78,12 @@ class GatewayConfig(BaseModel):
     workers: int = 1
     max_num_ctx: int | None = None  # cap on options.num_ctx for keys below admin (None: no cap)
     max_keep_alive: float | None = None  # cap in seconds on keep_alive for keys below admin
+    # automatic bans (gateway/autoban.py): ban_after authentication failures within ban_window seconds
+    # → banned for ban_minutes (0: no automatic bans); never trusted_proxies nor ban_allowlist
+    ban_after: int = 20
+    ban_window: float = 60.0
+    ban_minutes: float = 15.0
+    ban_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     @field_validator("listen")
     @classmethod
@@ -99,7 +105,7 @@ class GatewayConfig(BaseModel):
             raise ValueError(f"upstream {v!r}: {exc}") from None
         return v.rstrip("/")
 
-    @field_validator("allow_cidrs", "trusted_proxies")
+    @field_validator("allow_cidrs", "trusted_proxies", "ban_allowlist")
     @classmethod
     def _check_cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for item in v:
@@ -138,7 +144,15 @@ class GatewayConfig(BaseModel):
             raise ValueError("must be 0 or more")
         return v
 
-    @field_validator("request_timeout", "upstream_connect_timeout", "upstream_timeout")
+    @field_validator("ban_after")
+    @classmethod
+    def _non_negative_int(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 or more")
+        return v
+
+    @field_validator("request_timeout", "upstream_connect_timeout", "upstream_timeout", "ban_window",
+                     "ban_minutes")
     @classmethod
     def _positive_float(cls, v: float) -> float:
         if v <= 0:
@@ -171,7 +185,7 @@ class GatewayConfig(BaseModel):
 
 FIELD_NAMES: frozenset[str] = frozenset(GatewayConfig.model_fields)
 _LIST_FIELDS = frozenset(
-    {"allow_cidrs", "trusted_proxies", "cors_origins", "push_registries", "pull_registries"}
+    {"allow_cidrs", "trusted_proxies", "cors_origins", "push_registries", "pull_registries", "ban_allowlist"}
 )
 
 

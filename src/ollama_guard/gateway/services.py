@@ -11,20 +11,26 @@ log = logging.getLogger("ollama_guard.gateway")
 
 
 class Services:
-    """Key store (`authenticate`), limiter (`limits`, `account`), audit recorder (`record`)."""
+    """Key store (`authenticate`), limiter (`limits`, `account`), audit recorder (`record`), ban list
+    (`client`) and automatic bans (refusals)."""
 
     def __init__(
-        self, authenticator: Any, limiter: Any, audit: Any, engine: Any = None, secret: bytes | None = None
+        self, authenticator: Any, limiter: Any, audit: Any, engine: Any = None, secret: bytes | None = None,
+        bans: Any = None, autoban: Any = None,
     ) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
         self.audit = audit
         self.engine = engine
         self.secret = secret  # the server secret (the console signs its sessions with a key derived from it)
+        self.bans = bans
+        self.autoban = autoban
 
     @classmethod
     async def build(cls, config: GatewayConfig) -> Services:
         from ollama_guard.gateway.audit import AuditWriter
+        from ollama_guard.gateway.autoban import AutoBan
+        from ollama_guard.gateway.bans import BanList
         from ollama_guard.gateway.db import create_engine_for
         from ollama_guard.gateway.keys import KeyAuthenticator
         from ollama_guard.gateway.limits import build_limiter
@@ -38,10 +44,13 @@ class Services:
         await authenticator.start()
         await limiter.start()
         await audit.start()
-        return cls(authenticator, limiter, audit, engine, secret)
+        bans = BanList(engine)
+        await bans.start()
+        return cls(authenticator, limiter, audit, engine, secret, bans, AutoBan(config, bans, authenticator))
 
     async def close(self) -> None:
-        for part in (self.audit, self.limiter, self.authenticator):
+        parts = (self.autoban, self.bans, self.audit, self.limiter, self.authenticator)
+        for part in (p for p in parts if p is not None):
             try:
                 await part.close()
             except Exception:  # closing must go on for the other parts

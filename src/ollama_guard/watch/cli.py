@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ollama_guard.errors import InputError
+
+if TYPE_CHECKING:
+    from ollama_guard.investigate.events import ClientClassifier
+    from ollama_guard.watch.respond import Banner
 
 
 def _window(value: str, what: str) -> float:
@@ -33,6 +38,13 @@ def _window(value: str, what: str) -> float:
                    "syslog://HOST:PORT (RFC 5424, UDP) or syslog+tcp://HOST:PORT. Repeatable.")
 @click.option("--alert-format", "alert_format", type=click.Choice(["json", "slack", "teams"]), default="json",
               show_default=True, help="Body of webhook POSTs: the alert JSON, or a Slack / Teams message.")
+@click.option("--ban", is_flag=True,
+              help="Ban the attacking address of high/critical alerts in the gateway database.")
+@click.option("--db", metavar="URL", help="Gateway database for --ban (else --config's, else --audit-db).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Gateway config file: its db, trusted_proxies and ban_allowlist are used by --ban.")
+@click.option("--ban-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="N", help="How long --ban bans.")
 @click.option("--trusted", multiple=True, metavar="CIDR",
               help="A network whose clients are yours (like loopback). Repeatable.")
 @click.option("--from-start", is_flag=True, help="Read what the sources already hold first, then follow.")
@@ -48,7 +60,8 @@ def _window(value: str, what: str) -> float:
               help="With --once: exit 1 when an alert at or above this severity was raised.")
 @click.pass_context
 def watch(ctx: click.Context, logfiles: tuple[str, ...], unit: str | None, container: str | None,
-          audit_db: str | None, alerts: tuple[str, ...], alert_format: str, trusted: tuple[str, ...],
+          audit_db: str | None, alerts: tuple[str, ...], alert_format: str, ban: bool, db: str | None,
+          config_file: Path | None, ban_minutes: float, trusted: tuple[str, ...],
           from_start: bool, once: bool, tz_name: str, dedup: str, min_severity: str, fail_on: str) -> None:
     """Follow Ollama's logs and the gateway audit log; alert on signs of attack as they happen.
 
@@ -98,6 +111,10 @@ def watch(ctx: click.Context, logfiles: tuple[str, ...], unit: str | None, conta
     alerter = Alerter(window, Severity.parse(min_severity))
     pipeline = Pipeline(load_rules(), classifier, tz, alerter, lambda _a: None)
     job = Watch(pipeline, files=files, children=children, audit=audit, destinations=destinations)
+    if ban:
+        job.responders.append(_banner(db, config_file, audit_db, ban_minutes, classifier))
+    elif db or config_file:
+        raise InputError("--db and --config are for --ban")
     if once:
         asyncio.run(job.once())
         worst = pipeline.worst
@@ -106,3 +123,19 @@ def watch(ctx: click.Context, logfiles: tuple[str, ...], unit: str | None, conta
         ctx.exit(0)
     asyncio.run(job.follow())
     ctx.exit(0)
+
+
+def _banner(db: str | None, config_file: Path | None, audit_db: str | None, minutes: float,
+            classifier: ClientClassifier) -> Banner:
+    from ollama_guard.gateway.keys_cli import require_database, resolve_config
+    from ollama_guard.watch.respond import Banner
+    from ollama_guard.watch.runner import notice
+
+    if db is None and config_file is None:
+        if audit_db is None:
+            raise InputError("--ban needs the gateway database: --db URL (or --config FILE)")
+        db = audit_db
+    config = resolve_config(config_file, db)
+    require_database(config)
+    exempt = [*config.ban_allowlist, *config.trusted_proxies]
+    return Banner(config.db, minutes, classifier, exempt, notice)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ class Watch:
     children: list[ChildFollower] = field(default_factory=list)
     audit: AuditFollower | None = None
     destinations: list[Destination] = field(default_factory=list)
-    responders: list[Callable[[dict[str, Any]], Awaitable[None]]] = field(default_factory=list)
+    responders: list[Any] = field(default_factory=list)  # async callables taking an alert, with close()
     poll: float = POLL
 
     def dispatch(self, alert: dict[str, Any]) -> None:
@@ -123,6 +122,8 @@ class Watch:
         await asyncio.gather(*(d.drain(DRAIN) for d in self.destinations))
         for dest in self.destinations:
             await dest.close()
+        for responder in self.responders:
+            await responder.close()
 
     async def _follow_file(self, name: str, follower: FileFollower, stop: asyncio.Event) -> None:
         lines = Lines()
