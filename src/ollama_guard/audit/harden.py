@@ -33,7 +33,7 @@ from ollama_guard.audit.fixes import (
 from ollama_guard.audit.hostspec import DEFAULT_PORT
 from ollama_guard.audit.runner import AuditResult
 from ollama_guard.audit.sources.systemd import DROPIN_NAME, SYSTEM_UNIT_DIRS
-from ollama_guard.errors import InputError
+from ollama_guard.errors import GuardError, InputError
 from ollama_guard.redact import contains_credential, is_sensitive_name, redact_text
 
 GATEWAY_CONFIG_PATH = "/etc/ollama-guard/config.toml"
@@ -57,13 +57,18 @@ class Plan:
     def write(self, relative: str, content: str | bytes, *, executable: bool = False) -> Path:
         """Write one plan file, readable by its owner only (the plan quotes the host's configuration)."""
         path = self.out / relative
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = content if isinstance(content, bytes) else content.encode("utf-8")
         mode = 0o700 if executable else 0o600
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        path.chmod(mode)  # also when --force rewrote an existing file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            path.chmod(mode)  # also when --force rewrote an existing file
+        except OSError as exc:
+            raise GuardError(
+                f"cannot write {path}: {exc.strerror or exc} (choose a writable --out directory)"
+            ) from None
         self.written.append(path)
         return path
 

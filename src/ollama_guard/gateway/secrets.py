@@ -97,10 +97,13 @@ def _read_secret_file(path: Path) -> bytes:
 
 def _create_secret_file(path: Path) -> None:
     """Write a new secret to ``path`` unless it exists; atomic (temp file + hard link)."""
+    hint = f"make it writable, or point secret_file, {ENV_SECRET} or OLLAMA_GUARD_HOME elsewhere"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise GuardError(f"cannot create directory {path.parent}: {exc.strerror or exc}") from None
+        raise GuardError(
+            f"cannot create directory {path.parent} for the server secret: {exc.strerror or exc} ({hint})"
+        ) from None
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -113,11 +116,13 @@ def _create_secret_file(path: Path) -> None:
         except FileExistsError:
             pass  # another process won the race; use its secret
     except OSError as exc:
-        raise GuardError(f"cannot create secret file {path}: {exc.strerror or exc}") from None
+        raise GuardError(
+            f"cannot create the server secret {path}: {exc.strerror or exc} (in {path.parent}: {hint})"
+        ) from None
     finally:
         try:
             temp.unlink()
-        except FileNotFoundError:
+        except OSError:  # never created (e.g. a read-only directory), or already gone
             pass
 
 
