@@ -11,15 +11,12 @@ Layout of the output directory:
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 import plistlib
 import posixpath
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ollama_guard.audit.exposure import Posture, ollama_ports
+from ollama_guard.audit.exposure import ollama_ports
 from ollama_guard.audit.fixes import (
     CommandFix,
     ComposeFix,
@@ -31,78 +28,12 @@ from ollama_guard.audit.fixes import (
     render_compose_override,
 )
 from ollama_guard.audit.hostspec import DEFAULT_PORT
+from ollama_guard.audit.plan import Plan, Step
+from ollama_guard.audit.plan_gateway import firewall_files, gateway_files
 from ollama_guard.audit.runner import AuditResult
 from ollama_guard.audit.sources.systemd import DROPIN_NAME, SYSTEM_UNIT_DIRS
-from ollama_guard.errors import GuardError, InputError
-from ollama_guard.redact import contains_credential, is_sensitive_name, redact_text
-
-GATEWAY_CONFIG_PATH = "/etc/ollama-guard/config.toml"
-GATEWAY_UNIT_PATH = "/etc/systemd/system/ollama-guard.service"
-GATEWAY_PORT = 11435
-
-
-@dataclass
-class Step:
-    title: str
-    body: str
-    impact: str
-
-
-@dataclass
-class Plan:
-    out: Path
-    steps: list[Step] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
-
-    def write(self, relative: str, content: str | bytes, *, executable: bool = False) -> Path:
-        """Write one plan file, readable by its owner only (the plan quotes the host's configuration)."""
-        path = self.out / relative
-        data = content if isinstance(content, bytes) else content.encode("utf-8")
-        mode = 0o700 if executable else 0o600
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            path.chmod(mode)  # also when --force rewrote an existing file
-        except OSError as exc:
-            raise GuardError(
-                f"cannot write {path}: {exc.strerror or exc} (choose a writable --out directory)"
-            ) from None
-        self.written.append(path)
-        return path
-
-    def write_installable(
-        self, logical: str, content: str | bytes, original: str | bytes | None = None
-    ) -> str:
-        rel = "files" + posixpath.join("/", logical)
-        self.write(rel, content)
-        if original is not None and isinstance(content, str) and isinstance(original, str):
-            self.write(rel + ".diff", _diff(logical, original, content))
-        return rel
-
-    def write_patch_only(self, logical: str, content: str, original: str) -> str:
-        """For a file that holds credentials: only the changed lines, as a patch (no copy of the file).
-
-        The diff has no context lines, so no line the edit does not touch is written; the changed lines
-        themselves are redacted too (if one held a credential, the patch says so and must be applied by
-        hand).
-        """
-        rel = "files" + posixpath.join("/", logical) + ".diff"
-        self.write(rel, _diff(logical, redact_text(original), redact_text(content), context=0))
-        return rel
-
-
-def _diff(logical: str, original: str, content: str, context: int = 3) -> str:
-    return "".join(
-        difflib.unified_diff(
-            original.splitlines(keepends=True),
-            content.splitlines(keepends=True),
-            fromfile=f"a{logical}",
-            tofile=f"b{logical}",
-            n=context,
-        )
-    )
+from ollama_guard.errors import InputError
+from ollama_guard.redact import contains_credential, is_sensitive_name
 
 
 def prepare_out_dir(out: Path, root: Path | None, force: bool) -> None:
@@ -303,10 +234,10 @@ def write_plan(result: AuditResult, out: Path) -> Plan:
         )
 
     # 5. The gateway.
-    _gateway_files(plan, result, upstream_port)
+    gateway_files(plan, result, upstream_port)
 
     # 6. Firewall rules.
-    _firewall_files(plan, ports)
+    firewall_files(plan, ports)
 
     # 7. Commands from the findings (permissions, upgrades, restarts).
     commands: list[str] = []
@@ -369,128 +300,6 @@ def _apply_line_edits(text: str, edits: list[LineEditFix]) -> str:
             replacement.append(edit.new)
         lines[index : index + span] = replacement
     return "\n".join(lines) + ("\n" if text.endswith("\n") or not text else "")
-
-
-def _gateway_files(plan: Plan, result: AuditResult, upstream_port: int) -> None:
-    exposed = result.context.posture is Posture.EXPOSED
-    listen = f"0.0.0.0:{GATEWAY_PORT}" if exposed else f"127.0.0.1:{GATEWAY_PORT}"
-    config = f"""# ollama-guard gateway configuration (written by `ollama-guard harden`; review before use).
-# Install as {GATEWAY_CONFIG_PATH}. Clients call the gateway with `Authorization: Bearer <key>`.
-[gateway]
-# Where clients connect. {
-        "Ollama was reachable from the network, so the gateway takes over that role."
-        if exposed
-        else "Loopback only; change to 0.0.0.0:" + str(GATEWAY_PORT) + " to serve other machines."
-    }
-listen = "{listen}"
-# Ollama itself, on loopback only (see the systemd drop-in / Compose override steps).
-upstream = "http://127.0.0.1:{upstream_port}"
-db = "sqlite:////var/lib/ollama-guard/guard.db"
-# Client networks allowed at all; narrow this to your LAN, e.g. ["10.0.0.0/8", "192.168.0.0/16"].
-allow_cidrs = ["0.0.0.0/0", "::/0"]
-# Only these peers' X-Forwarded-For is believed (a reverse proxy in front of the gateway).
-trusted_proxies = []
-max_body_bytes = 16777216
-# Browser origins allowed to call the gateway (never "*").
-cors_origins = []
-# Model egress: no pushes anywhere, pulls only from the Ollama registry, no insecure registries.
-push_registries = []
-pull_registries = ["registry.ollama.ai"]
-allow_insecure = false
-allow_cloud = false
-# TLS: set both to serve HTTPS directly.
-# tls_cert = "/etc/ollama-guard/tls.crt"
-# tls_key = "/etc/ollama-guard/tls.key"
-"""
-    rel_cfg = plan.write("gateway/config.toml", config).relative_to(plan.out)
-    unit = f"""# ollama-guard gateway service (written by `ollama-guard harden`; review before use).
-# Install as {GATEWAY_UNIT_PATH}, then: systemctl daemon-reload && systemctl enable --now ollama-guard
-[Unit]
-Description=ollama-guard authenticating gateway for Ollama
-After=network-online.target ollama.service
-Wants=network-online.target
-
-[Service]
-ExecStart=/usr/local/bin/ollama-guard serve --config {GATEWAY_CONFIG_PATH}
-User=ollama-guard
-Group=ollama-guard
-StateDirectory=ollama-guard
-StateDirectoryMode=0700
-Environment="OLLAMA_GUARD_HOME=/var/lib/ollama-guard"
-Restart=on-failure
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
-    rel_unit = plan.write("gateway/ollama-guard.service", unit).relative_to(plan.out)
-    key_script = f"""#!/bin/sh
-# Creates the first admin key for the gateway. NOT run by harden: run it yourself after installing
-# {GATEWAY_CONFIG_PATH}. The secret is printed once (last line): store it in a password manager.
-# Runs as the gateway's user so the key database stays readable by the service only.
-set -eu
-sudo -u ollama-guard env OLLAMA_GUARD_HOME=/var/lib/ollama-guard \\
-  ollama-guard keys create admin --role admin --config {GATEWAY_CONFIG_PATH}
-# Then give each application its own narrower key, e.g. (same user and environment):
-#   ollama-guard keys create webui --role inference --models 'llama3*' --rpm 60 --config {GATEWAY_CONFIG_PATH}
-"""
-    rel_key = plan.write("gateway/create-admin-key.sh", key_script, executable=True).relative_to(plan.out)
-    plan.steps.append(
-        Step(
-            "Put the ollama-guard gateway in front of Ollama",
-            "1. Create the service user: "
-            "`useradd --system --no-create-home --shell /usr/sbin/nologin ollama-guard`.\n"
-            f"2. Copy `{rel_cfg}` to `{GATEWAY_CONFIG_PATH}` and review `listen`/`allow_cidrs`.\n"
-            f"3. Copy `{rel_unit}` to `{GATEWAY_UNIT_PATH}` and run "
-            "`systemctl daemon-reload && systemctl enable --now ollama-guard`.\n"
-            f"4. Create the first admin key: `sh {rel_key}` (prints the secret once).\n"
-            f"5. Point clients at `http://<this host>:{GATEWAY_PORT}` with `Authorization: Bearer <key>`.",
-            "Every request needs a key; pushes, insecure pulls and cloud models are refused; "
-            "every decision is logged. Clients that called Ollama directly must be given a key "
-            "and the gateway's address.",
-        )
-    )
-
-
-def _firewall_files(plan: Plan, ports: list[int]) -> None:
-    port_set = ", ".join(str(p) for p in ports)
-    nft = f"""# nftables: drop remote traffic to Ollama's port(s) (written by `ollama-guard harden`).
-# Load with: nft -f nftables.conf   (persist by including it from /etc/nftables.conf)
-table inet ollama_guard {{
-  chain input {{
-    type filter hook input priority -10; policy accept;
-    iifname "lo" accept
-    tcp dport {{ {port_set} }} drop
-  }}
-}}
-"""
-    docker = (
-        "#!/bin/sh\n# Docker-published ports bypass the INPUT chain; DOCKER-USER sees them (run as root).\n"
-        "set -eu\n"
-    )
-    docker += "".join(
-        f"iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport {p} --ctdir ORIGINAL "
-        "! -s 127.0.0.0/8 -j DROP\n"
-        for p in ports
-    )
-    ufw = "#!/bin/sh\n# ufw (does not cover Docker-published ports; see iptables-docker-user.sh).\nset -eu\n"
-    ufw += "".join(f"ufw deny {p}/tcp\n" for p in ports)
-    plan.write("firewall/nftables.conf", nft)
-    plan.write("firewall/iptables-docker-user.sh", docker, executable=True)
-    plan.write("firewall/ufw.sh", ufw, executable=True)
-    plan.steps.append(
-        Step(
-            "Add a firewall rule as a second line of defence",
-            f"Pick one: `nft -f firewall/nftables.conf`, `sh firewall/ufw.sh`, and for Docker hosts "
-            f"`sh firewall/iptables-docker-user.sh`. Ports: {port_set}.",
-            "Remote connections to Ollama's port are dropped even if a later change binds it "
-            "to 0.0.0.0 again; "
-            f"the gateway's port {GATEWAY_PORT} stays open.",
-        )
-    )
 
 
 def _report_json(result: AuditResult) -> str:
