@@ -92,6 +92,9 @@ class ReportSection(BaseModel):
     # A lead section is shown right after the summary, before the findings (scan's hosts, an incident
     # timeline); the others follow the findings.
     lead: bool = False
+    # A drawing of the section's data (an SVG element made by our own code, every text in it escaped
+    # there): the HTML report shows it above the table; the other formats have the table only.
+    svg: str = ""
 
 
 class Report(BaseModel):

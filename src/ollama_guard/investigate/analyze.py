@@ -11,9 +11,10 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ollama_guard.investigate import fastscan
+from ollama_guard.investigate.custody import Digest, FileHasher, custody_record, file_state
 from ollama_guard.investigate.engine import Engine
 from ollama_guard.investigate.events import REQUEST, ClientClassifier, Event
 from ollama_guard.investigate.parse import LineParser, ParseStats
@@ -52,6 +53,7 @@ class Analysis:
     tz: tzinfo | None = None
     fast: bool = False
     workers: int = 1
+    custody: list[dict[str, Any]] = field(default_factory=list)  # one record per source, in order
 
 
 def quiet_predicate(
@@ -103,6 +105,8 @@ def analyze(
         stats = analysis.stats.setdefault(source.name, ParseStats())
         parser = LineParser(source.name, tz, stats)
         base = 0
+        before = file_state(source.path)
+        minute_cache: dict[str, int | None] = {}
         for block in _blocks(source, config, nworkers):
             for slow in block.slow:
                 if slow.request is not None:
@@ -117,7 +121,8 @@ def analyze(
             for client, counts in block.counts.items():
                 first = _gin_time(block.first.get(client), tz)
                 last = _gin_time(block.last.get(client), tz)
-                engine.add_tally(client, first, last, counts, source.name)
+                engine.add_tally(client, first, last, counts, source.name,
+                                 _minutes(block.minutes.get(client), tz, minute_cache))
                 n = sum(counts.values())
                 stats.requests += n
                 stats.recognised += n
@@ -135,16 +140,47 @@ def analyze(
             base += block.lines
             if on_progress is not None:
                 on_progress(source.name, base)
+        analysis.custody.append(custody_record(
+            source.name, source.kind, source.digest, path=source.path, command=source.argv, before=before,
+            after=file_state(source.path), stats=stats, hashed=_HASHED[source.kind]))
     if audit_url:
         stats = analysis.stats.setdefault("audit-db", ParseStats())
+        digest = Digest()
         for event in audit_events(audit_url, since):
             stats.lines += 1
             stats.requests += 1
             stats.recognised += 1
             stats.see(event.time)
+            digest.update(event.raw.encode("utf-8", "replace") + b"\n")
             engine.feed(event)
+        digest.complete = True
+        analysis.custody.append(custody_record(
+            "audit-db", "audit-db", digest, location=audit_url, stats=stats, hashed=_HASHED["audit-db"]))
     engine.finish()
     return analysis
+
+
+_HASHED = {
+    "file": "the file's bytes as analysed",
+    "gzip": "the compressed file as stored",
+    "stdin": "the bytes read from standard input, as they streamed",
+    "journal": "journalctl's JSON output, as it streamed",
+    "docker": "docker logs' output, as it streamed",
+    "audit-db": "the records read, one line each as shown in samples (UTF-8, newline-terminated)",
+}
+
+
+def _minutes(stamps: dict[str, int] | None, tz: tzinfo, cache: dict[str, int | None]) -> dict[int, int]:
+    """{"YYYY/MM/DD - HH:MM": n} (server local time) → {Unix minute: n}."""
+    out: dict[int, int] = {}
+    for stamp, n in (stamps or {}).items():
+        minute = cache.get(stamp, -1)
+        if minute == -1:
+            when = _gin_time(stamp + ":00", tz)
+            minute = cache[stamp] = int(when.timestamp()) // 60 if when is not None else None
+        if minute is not None:
+            out[minute] = out.get(minute, 0) + n
+    return out
 
 
 def _gin_time(text: str | None, tz: tzinfo) -> datetime | None:
@@ -171,11 +207,20 @@ def _blocks(
         except OSError:
             size = 0
         if workers > 1 and size >= PARALLEL_MIN_SIZE and _can_fork():
-            yield from _parallel_blocks(str(source.path), size, config, workers)
+            # the pieces are read in the workers: the first `size` bytes are hashed here meanwhile
+            digest = source.digest = Digest()
+            hasher = FileHasher(source.path, size, digest)
+            hasher.start()
+            try:
+                yield from _parallel_blocks(str(source.path), size, config, workers)
+            finally:
+                hasher.join()
             return
-        if size > 0:  # read straight into padded buffers: no copies
+        if size > 0:  # read straight into padded buffers: no copies (and hashed from them)
+            digest = source.digest = Digest()
             for start, end in _pieces(str(source.path), size):
-                yield _scan_range(str(source.path), start, end, config)
+                yield _scan_range(str(source.path), start, end, config, digest)
+            digest.complete = digest.size == size
             return
     for chunk in source.chunks():
         yield fastscan.scan_block(chunk, config)
@@ -205,7 +250,7 @@ def _pieces(path: str, size: int) -> list[tuple[int, int]]:
 
 
 def _scan_range(
-    path: str, start: int, end: int, config: fastscan.FastConfig | None = None
+    path: str, start: int, end: int, config: fastscan.FastConfig | None = None, digest: Digest | None = None
 ) -> fastscan.BlockResult:
     global _BUFFER
     size = end - start
@@ -224,6 +269,8 @@ def _scan_range(
             if not n:
                 break
             got += n
+    if digest is not None:
+        digest.update(view[:got])
     view.release()
     buf[got : got + fastscan.PAD] = bytes(fastscan.PAD)
     return fastscan.scan_block(buf, config or _WORKER_CONFIG, padded=True, length=got)

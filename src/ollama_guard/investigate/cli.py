@@ -75,6 +75,9 @@ def check_recognised(analysis: Analysis, names: list[str], since: datetime | Non
                        f"({share:.1f} %) are not Ollama log output and were skipped", err=True)
 
 
+_OUT = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
 @click.command("investigate")
 @click.argument("logfiles", nargs=-1, metavar="[LOGFILE]...")
 @click.option("--journal", is_flag=True, help="Read the ollama unit's journal (journalctl -u ollama).")
@@ -88,6 +91,12 @@ def check_recognised(analysis: Analysis, names: list[str], since: datetime | Non
 @click.option("--untrusted-loopback", is_flag=True,
               help="Treat loopback clients as remote (a reverse proxy on this host makes every client "
                    "127.0.0.1).")
+@click.option("--timeline-svg", "svg_out", type=_OUT, metavar="FILE",
+              help="Also write the timeline chart (requests per client, attack windows) as an SVG file.")
+@click.option("--iocs", "iocs_out", type=_OUT, metavar="FILE",
+              help="Also write the indicators of compromise as CSV.")
+@click.option("--stix", "stix_out", type=_OUT, metavar="FILE",
+              help="Also write the indicators of compromise as a STIX 2.1 bundle (JSON).")
 @report_options
 @click.pass_context
 def investigate(
@@ -100,6 +109,9 @@ def investigate(
     trusted: tuple[str, ...],
     tz_name: str,
     untrusted_loopback: bool,
+    svg_out: Path | None,
+    iocs_out: Path | None,
+    stix_out: Path | None,
     fmt: str | None,
     output: tuple[Path, ...],
     fail_on: str,
@@ -112,7 +124,9 @@ def investigate(
     """
     started = datetime.now(UTC)
     from ollama_guard.investigate.analyze import analyze
+    from ollama_guard.investigate.custody import provenance
     from ollama_guard.investigate.events import ClientClassifier
+    from ollama_guard.investigate.exports import write_exports
     from ollama_guard.investigate.report import build_report
     from ollama_guard.investigate.rules import load_rules
     from ollama_guard.investigate.sources import (
@@ -160,5 +174,6 @@ def investigate(
     names = [s.name for s in sources] + (["audit-db"] if audit_db else [])
     check_recognised(analysis, names, since_at)
     report = build_report(analysis, sources=names, tz_label=tz_name if tz_name else "UTC", since=since_at,
-                          started_at=started)
+                          started_at=started, provenance=provenance(started))
+    write_exports(report, analysis, svg=svg_out, iocs=iocs_out, stix=stix_out)
     ctx.exit(emit_report(report, fmt, output, fail_on))

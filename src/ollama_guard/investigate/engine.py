@@ -36,6 +36,7 @@ SWEEP_EVERY = 20_000  # events between sweeps of expired per-client state
 MAX_CONFIGS = 64  # server config lines remembered by a live engine
 MAX_PENDING_TRANSFERS = 256  # per source, transfer lines waiting for their push/pull access line
 SINGLE_GAP = 600.0  # seconds: single-event hits closer than this share one evidence window
+MAX_HISTOGRAM_KEYS = 20_000  # minutes with requests kept per client; beyond, the client goes per hour
 OTHER_ENDPOINTS = "(other)"
 
 
@@ -97,6 +98,22 @@ class ClientTally:
     pushed_bytes: int = 0
     pulled_bytes: int = 0
     sources: set[str] = field(default_factory=set)
+    # requests per minute (Unix time // 60 → count), for the timeline chart; per hour once too many
+    histogram: dict[int, int] = field(default_factory=dict)
+    hourly: bool = False
+    pushed_models: Counter[str] = field(default_factory=Counter)  # models it pushed (audit log)
+
+    def count_at(self, minute: int, n: int = 1) -> None:
+        if self.hourly:
+            minute -= minute % 60
+        hist = self.histogram
+        hist[minute] = hist.get(minute, 0) + n
+        if len(hist) > MAX_HISTOGRAM_KEYS and not self.hourly:
+            self.hourly = True
+            merged: dict[int, int] = {}
+            for key, count in hist.items():
+                merged[key - key % 60] = merged.get(key - key % 60, 0) + count
+            self.histogram = merged
 
     def see(self, when: datetime | None, count: int = 1, last: datetime | None = None) -> None:
         self.requests += count
@@ -115,6 +132,7 @@ class ClientTally:
                 self.first = when
             if self.last is None or when > self.last:
                 self.last = when
+            self.count_at(int(when.timestamp()) // 60)
         self.sources.add(event.source)
         self.latency += event.latency
         self.counts.add(event.method, event.path, event.status)
@@ -491,9 +509,10 @@ class Engine:
         last: datetime | None,
         counts: dict[tuple[str, str, int], int],
         source: str,
+        minutes: dict[int, int] | None = None,
     ) -> None:
         """Merge requests the fast path counted without making events (owner traffic that no rule
-        can match)."""
+        can match), with their counts per minute."""
         if self.since is not None and last is not None and last < self.since:
             return
         tally = self._tally(client)
@@ -501,6 +520,8 @@ class Engine:
         tally.see(first, sum(counts.values()), last)
         for (method, path, status), n in counts.items():
             tally.counts.add(method, path, status, n)
+        for minute, n in (minutes or {}).items():
+            tally.count_at(minute, n)
 
     def finish(self) -> None:
         for event in self._preamble.values():
@@ -522,6 +543,8 @@ class Engine:
         tally.add_request(event)
         if event.model:
             tally.models[event.model] += 1
+            if event.path == "/api/push" and len(tally.pushed_models) < MAX_ENDPOINT_KEYS:
+                tally.pushed_models[event.model] += 1
         if event.method == "POST" and event.path in ("/api/push", "/api/pull"):
             moved = self._pending_transfers.pop(event.source, [])
             direction = "upload" if event.path == "/api/push" else "download"

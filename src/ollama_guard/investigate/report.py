@@ -11,6 +11,8 @@ from ollama_guard.findings import Finding, Report, ReportSection, Severity
 from ollama_guard.investigate.analyze import Analysis
 from ollama_guard.investigate.engine import Accumulator, iso
 from ollama_guard.investigate.events import LOOPBACK, TRUSTED
+from ollama_guard.investigate.handover import custody_section, provenance_section, timeline_chart
+from ollama_guard.investigate.iocs import address_type, build_iocs
 from ollama_guard.ollama.logformat import stack_frames
 
 MAX_TIMELINE = 10_000  # clients listed in the timeline (all clients with findings come first)
@@ -120,7 +122,7 @@ def _finding(acc: Accumulator) -> Finding:
 
 
 def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since: datetime | None,
-                 started_at: datetime) -> Report:
+                 started_at: datetime, provenance: dict[str, Any] | None = None) -> Report:
     engine = analysis.engine
     findings = [_finding(acc) for acc in engine.accumulators.values()]
     findings.sort(key=lambda f: (-f.severity.rank, f.rule, f.target))
@@ -166,7 +168,7 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
             continue
         iocs.append(
             {
-                "type": "ip" if t.client_class != "unknown" else "client",
+                "type": address_type(t.client),
                 "value": t.client,
                 "first_seen": iso(t.first),
                 "last_seen": iso(t.last),
@@ -175,6 +177,7 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
                 "rules": sorted(rules_by_client[t.client]),
             }
         )
+    iocs = build_iocs(findings, iocs, {t.client: dict(t.pushed_models) for t in tallies if t.pushed_models})
     affected_models: dict[str, list[str]] = {}
     for f in findings:
         for model in f.evidence.get("models", {}):
@@ -271,12 +274,14 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
                 ]
                 for row in timeline[:200]
             ],
+            svg=timeline_chart(list(engine.tallies.values()), findings),
         ),
         ReportSection(
             title="Indicators of compromise",
             columns=["Type", "Value", "First seen", "Last seen", "Requests", "Severity", "Rules"],
-            rows=[[i["type"], i["value"], i["first_seen"] or "", i["last_seen"] or "", str(i["requests"]),
-                   i["severity"], ", ".join(i["rules"])] for i in iocs],
+            rows=[[i["type"], i["value"], i["first_seen"] or "", i["last_seen"] or "",
+                   str(i.get("requests", i.get("count", ""))), i["severity"], ", ".join(i["rules"])]
+                  for i in iocs],
         ),
         ReportSection(
             title="Recommended actions",
@@ -295,6 +300,11 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
     if affected_models:
         sections.insert(2, ReportSection(title="Affected models", columns=["Model", "Rules"],
                                          rows=[[m, ", ".join(r)] for m, r in affected_models.items()]))
+    finished = datetime.now(UTC)
+    provenance = {**(provenance or {}), "finished_at": iso(finished)} if provenance is not None else None
+    sections.append(custody_section(analysis.custody))
+    if provenance is not None:
+        sections.append(provenance_section(provenance))
     return Report(
         command="investigate",
         findings=findings,
@@ -307,7 +317,9 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
             "recommended_actions": actions,
             "stats": stats,
             "notes": notes,
+            "custody": analysis.custody,
+            **({"provenance": provenance} if provenance is not None else {}),
         },
         started_at=started_at,
-        finished_at=datetime.now(UTC),
+        finished_at=finished,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ollama_guard.errors import GuardError, InputError
+from ollama_guard.investigate.custody import Digest, HashingReader
 from ollama_guard.investigate.events import REQUEST, Event
 
 if TYPE_CHECKING:
@@ -34,30 +35,47 @@ class TextSource:
     argv: list[str] | None = None  # a command whose output is the log
     journal: bool = False  # argv prints journald JSON
     stdin: bool = False
+    # SHA-256 and size of the bytes read (chain of custody): set by chunks(), or by the fast path
+    digest: Digest | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.stdin:
+            return "stdin"
+        if self.argv is not None:
+            return "journal" if self.journal else "docker"
+        return "gzip" if self.gzipped else "file"
 
     def chunks(self, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The source's lines in chunks; every byte read is hashed into ``digest`` on the way (the
+        command's raw output, a gzip file's compressed bytes)."""
+        digest = self.digest = Digest()
         if self.stdin:
-            yield from iter_line_chunks(sys.stdin.buffer, size)
+            yield from iter_line_chunks(HashingReader(sys.stdin.buffer, digest), size)  # type: ignore[arg-type]
         elif self.argv is not None:
-            yield from self._command_chunks(size)
+            yield from self._command_chunks(size, digest)
         elif self.gzipped:
             assert self.path is not None
             import gzip  # imported where needed: start-up time of the common plain-file run
 
             try:
-                with gzip.open(self.path, "rb") as fh:
-                    yield from iter_line_chunks(fh, size)  # type: ignore[arg-type]
+                with open(self.path, "rb") as raw:
+                    hashed = HashingReader(raw, digest)  # type: ignore[arg-type]
+                    with gzip.GzipFile(fileobj=hashed, mode="rb") as fh:  # type: ignore[arg-type]
+                        yield from iter_line_chunks(fh, size)  # type: ignore[arg-type]
+                    hashed.drain()
             except (OSError, EOFError) as exc:
                 raise InputError(f"cannot read {self.path}: {exc}") from None
         else:
             assert self.path is not None
             try:
                 with open(self.path, "rb") as fh:
-                    yield from iter_line_chunks(fh, size)
+                    yield from iter_line_chunks(HashingReader(fh, digest), size)  # type: ignore[arg-type]
             except OSError as exc:
                 raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        digest.complete = True
 
-    def _command_chunks(self, size: int) -> Iterator[bytes]:
+    def _command_chunks(self, size: int, digest: Digest) -> Iterator[bytes]:
         assert self.argv is not None
         import subprocess
 
@@ -72,7 +90,7 @@ class TextSource:
         assert proc.stdout is not None
         tail = b""
         try:
-            stream = iter_line_chunks(proc.stdout, size)
+            stream = iter_line_chunks(HashingReader(proc.stdout, digest), size)  # type: ignore[arg-type]
             if self.journal:
                 stream = journal_json_to_lines(stream)
             for chunk in stream:

@@ -151,7 +151,7 @@ def sarif_document(report: Report) -> dict[str, Any]:
         "invocations": [
             {
                 "executionSuccessful": True,
-                "commandLine": f"{TOOL_NAME} {report.command}",
+                "commandLine": _command_line(report),
                 "startTimeUtc": iso_time(report.started_at),
                 "endTimeUtc": iso_time(finished_at(report)),
             }
@@ -159,7 +159,37 @@ def sarif_document(report: Report) -> dict[str, Any]:
         "results": results,
         "properties": {"command": report.command, "summary": jsonable(summary_dict(report))},
     }
+    artifacts = _artifacts(report)
+    if artifacts:
+        run["artifacts"] = artifacts
     return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
+
+
+def _command_line(report: Report) -> str:
+    """The exact (credential-redacted) command line when the command recorded it in
+    ``data["provenance"]``, else the command's name."""
+    provenance = report.data.get("provenance")
+    if isinstance(provenance, dict) and isinstance(provenance.get("command_line"), str):
+        return provenance["command_line"]
+    return f"{TOOL_NAME} {report.command}"
+
+
+def _artifacts(report: Report) -> list[dict[str, Any]]:
+    """The files a command analysed, with their SHA-256 and size (``data["custody"]``: chain of custody)."""
+    out = []
+    for rec in report.data.get("custody") or []:
+        if not isinstance(rec, dict) or not rec.get("sha256"):
+            continue
+        where = rec.get("path") or rec.get("source") or ""
+        artifact: dict[str, Any] = {
+            "location": {"uri": _artifact_uri(where) if rec.get("path") else quote(str(where), safe="")},
+            "hashes": {"sha-256": rec["sha256"]},
+            "description": {"text": f"{rec.get('source')} ({rec.get('kind')}): hash of {rec.get('hashed')}"},
+        }
+        if isinstance(rec.get("size"), int):
+            artifact["length"] = rec["size"]
+        out.append(artifact)
+    return out
 
 
 def render_sarif(report: Report) -> str:
