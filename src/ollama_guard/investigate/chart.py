@@ -128,7 +128,7 @@ def timeline_svg(rows: list[Row], markers: list[Marker], *, omitted: int = 0,
         tx = x(start + b * width)
         out.append(f'<line class="tick" x1="{tx:.1f}" y1="{axis_y}" x2="{tx:.1f}" y2="{bottom}" '
                    'stroke="#e5e7eb" stroke-width="1"/>')
-        anchor = "start" if b == 0 else "end" if b + step > bins else "middle"
+        anchor = "start" if b == 0 else "end" if b == bins else "middle"
         out.append(f'<text x="{tx:.1f}" y="{axis_y - 4}" text-anchor="{anchor}" fill="#4b5563">'
                    f"{text(_stamp(start + b * width, span))}</text>")
     for i, row in enumerate(rows):
@@ -166,10 +166,12 @@ def timeline_svg(rows: list[Row], markers: list[Marker], *, omitted: int = 0,
                    f"<title>{text(m.rule)} ({text(m.severity)}) at {m.at:%Y-%m-%d %H:%M:%S} UTC: "
                    f"{text(m.label, 200)}</title></line>")
     legend_y = bottom + 22
-    items = [("bar", "#111827", "requests (log scale): public"), ("bar", CLASS_COLOURS["private"], "private"),
-             ("bar", CLASS_COLOURS["loopback"], "owner"),
-             ("window", SEVERITY_COLOURS["high"], "attack window (a finding)"),
+    items = [("bar", CLASS_COLOURS["public"], "public"), ("bar", CLASS_COLOURS["private"], "private"),
+             ("bar", CLASS_COLOURS["loopback"], "owner (loopback, trusted)"),
+             ("window", SEVERITY_COLOURS["high"], "attack window (finding; colour: severity)"),
              ("marker", SEVERITY_COLOURS["medium"], "server event")]
+    out.append(f'<text x="{LABEL - 8}" y="{legend_y - 1}" text-anchor="end" fill="#374151">'
+               "requests (log scale):</text>")
     lx = LABEL
     for kind, colour, label in items:
         if kind == "marker":
