@@ -158,3 +158,49 @@ def test_standalone_svg_renders(page: Any, incident: dict[str, Path]) -> None:
     assert page.locator("rect.attack-window").count() >= 3
     box = page.locator("rect.attack-window").first.bounding_box()
     assert box is not None and box["width"] > 0 and box["height"] > 0
+
+
+def _histograms(path: Path, *, fast: bool) -> dict[str, dict[int, int]]:
+    from ollama_guard.investigate.analyze import analyze
+    from ollama_guard.investigate.events import ClientClassifier
+    from ollama_guard.investigate.rules import load_rules
+    from ollama_guard.investigate.sources import file_source
+
+    analysis = analyze([file_source(str(path))], None, rules=load_rules(), classifier=ClientClassifier(),
+                       tz=UTC, since=None, fast=fast)
+    return {c: dict(sorted(t.histogram.items())) for c, t in analysis.engine.tallies.items() if t.histogram}
+
+
+def _quarters(hists: dict[str, dict[int, int]]) -> dict[str, dict[int, int]]:
+    out: dict[str, dict[int, int]] = {}
+    for client, hist in hists.items():
+        for minute, n in hist.items():
+            out.setdefault(client, {}).setdefault(minute - minute % 15, 0)
+            out[client][minute - minute % 15] += n
+    return out
+
+
+@pytest.mark.parametrize("how", ["runs", "sorted", "quarter hours"])
+def test_fast_scanner_counts_per_minute_like_the_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        how: str) -> None:
+    """The chart's counts for the owner's bulk traffic (counted by the fast scanner without events) are
+    the parser's, per minute: in time-ordered runs, by sorting (times out of order), and per quarter
+    hour for blocks that span long."""
+    from ollama_guard.investigate import fastscan
+    from test_investigate_gen import mixed_log
+
+    path = tmp_path / "mixed.log"
+    lines = mixed_log(6000)
+    if how == "sorted":  # times jumping back and forth, hour after hour
+        monkeypatch.setattr(fastscan, "MAX_MINUTE_RUNS", 3)
+        lines = lines[:2] + sorted(lines[2:], key=lambda line: line[-12:])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    slow = _histograms(path, fast=False)
+    assert sum(sum(h.values()) for h in slow.values()) > 4000 and len(slow["127.0.0.1"]) > 100
+    if how == "quarter hours":
+        monkeypatch.setattr(fastscan, "COARSE_SPAN", 3600)
+        fast = _histograms(path, fast=True)
+        assert len(fast["127.0.0.1"]) < len(slow["127.0.0.1"])  # bulk counts went per quarter hour
+        assert _quarters(fast) == _quarters(slow)
+    else:
+        assert _histograms(path, fast=True) == slow

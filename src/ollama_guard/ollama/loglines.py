@@ -53,7 +53,9 @@ _BODIES = (
     r"Your new public key is:",
     r"ssh-ed25519 [A-Za-z0-9+/=]+",
 )
-PATTERN = rf"(?:{'|'.join(_PREFIXES)})*(?:{'|'.join(_BODIES)})"
+_BODY = rf"(?:{'|'.join(_BODIES)})"
+# the body straight away first (most lines have no collector prefix), then behind prefixes
+PATTERN = rf"(?:{_BODY}|(?:{'|'.join(_PREFIXES)})+{_BODY})"
 
 _TEXT = re.compile(PATTERN)
 _BYTES = re.compile(PATTERN.encode("ascii"))
@@ -73,4 +75,4 @@ def is_ollama_line_bytes(line: bytes | bytearray | memoryview) -> bool:
 def count_ollama_lines(buffer: bytes | bytearray) -> int:
     """How many lines of ``buffer`` (whole lines, ``\\n``-separated) are Ollama log output."""
     first = 1 if _BYTES.match(buffer) is not None else 0
-    return first + sum(1 for _ in _BYTES_NEXT_LINE.finditer(buffer))
+    return first + len(_BYTES_NEXT_LINE.findall(buffer))
