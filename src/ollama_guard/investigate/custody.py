@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import re
 import shlex
 import sys
 import threading
@@ -167,34 +166,11 @@ def custody_record(
     return record
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s\"'<>`]*@")
-_SECRET_NAME = re.compile(r"(?i)pass|secret|token|key|credential|auth|cookie|session|private")
-
-
 def redact_argv(argv: list[str]) -> list[str]:
-    """Arguments with credentials replaced: URL userinfo anywhere, the value of ``--password x`` /
-    ``--api-key=x`` style flags and of ``NAME=value`` words whose name looks like a credential's."""
-    try:
-        from ollama_guard.redact import redact_argv as shared  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return list(shared(argv))
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append("[redacted]")
-            hide_next = False
-            continue
-        arg = _USERINFO.sub(r"\1[redacted]@", arg)
-        name, eq, _ = arg.partition("=")
-        if eq and _SECRET_NAME.search(name):
-            arg = f"{name}=[redacted]"
-        elif arg.startswith("-") and not eq and _SECRET_NAME.search(arg):
-            hide_next = True
-        out.append(arg)
-    return out
+    """Arguments with credentials replaced (URL userinfo, ``--password x``, ``NAME=secret``, …)."""
+    from ollama_guard.redact import redact_argv as redact
+
+    return list(redact(argv))
 
 
 def command_line() -> list[str]:
