@@ -19,6 +19,7 @@ from typing import Any
 
 from ollama_guard.gateway.body import ClientGone
 from ollama_guard.gateway.config import GatewayConfig
+from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.metrics import GatewayMetrics
 from ollama_guard.gateway.own_routes import HEALTH, answer_health, answer_own_route
 from ollama_guard.gateway.proxy import Upstream
@@ -52,7 +53,8 @@ class GatewayApp:
         self.metrics = GatewayMetrics()
         self.client = ClientStage(config)
         self.route = RouteStage(config)
-        self.judge_body = JudgeBodyStage(config)
+        self.judges = Judges()
+        self.judge_body = JudgeBodyStage(config, self.judges)
         self.policy = PolicyStage(config)
         self.forward = ForwardStage(config, self.upstream, self.metrics)
         self._owns_services = services is None
@@ -133,6 +135,8 @@ class GatewayApp:
             failure = Refusal(500, "internal gateway error", "internal-error")
             await send_refusal(send, failure, facts, [])
         finally:
+            if req.lease is not None:
+                req.lease.release()
             record(facts, started, self.metrics, self.services.audit if self.services else None)
 
     # --- lifespan ---------------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class GatewayApp:
         if bans is not None:
             self.client.banned = bans.is_banned
         await self.upstream.start()
+        await self.judges.start()
         # Long-lived start-up objects need no more cyclic-GC passes; the request path allocates many
         # short-lived objects, so young-generation collections run less often.
         gc.collect()
@@ -150,6 +155,7 @@ class GatewayApp:
         gc.set_threshold(20_000, 20, 20)
 
     async def shutdown(self) -> None:
+        self.judges.close()
         await self.upstream.close()
         if self.services is not None and self._owns_services:
             await self.services.close()

@@ -8,6 +8,18 @@
 * JSON is decoded with Go semantics (`ollama_guard.ollama.gojson`); a top-level key that reaches the
   same Go struct field as another key (`"model"` + `"MODEL"`, `"stream"` + `"ſtream"`) is refused, so
   the bytes forwarded mean the same thing to Ollama as to us → 400.
+
+Work per request is bounded:
+
+* every route has its own size cap, from what the endpoint catalog says its body carries (a
+  `/api/show` body is a model name, a chat may carry megabytes of images: `GatewayConfig.body_limit`);
+* the number of JSON values and the nesting depth are capped before anything is built from the
+  body (`gojson.count_values`; deep nesting stops the parser) → 400;
+* bodies above `INLINE_JUDGE_BYTES` are parsed in worker processes (`gateway/judges.py`), never on
+  the event loop nor under its GIL;
+* all requests together hold at most `BodyBudget.limit` body bytes: a body that does not fit waits up
+  to `BUDGET_WAIT` seconds for room, then gets 503 with Retry-After (a chunked body that does not fit
+  gets 503 at once). A body's bytes are given back once they have been handed to the upstream.
 """
 
 from __future__ import annotations
@@ -49,8 +61,91 @@ def check_body_headers(info: BodyHeaders, limit: int) -> None:
         raise Refusal(413, f"request body larger than {limit} bytes", "body-too-large")
 
 
-async def read_body(receive: Receive, limit: int, deadline_seconds: float) -> bytes:
-    """The whole request body, refusing it past `limit` bytes or after `deadline_seconds`."""
+_BUFFER_FROM = 64 * 1024  # declared bodies above this size are read into one preallocated buffer
+BUDGET_WAIT = 5.0  # seconds a body may wait for room in the in-flight budget
+
+
+def _busy() -> Refusal:
+    return Refusal(503, "gateway busy with other request bodies, try again", "body-budget", retry_after=1)
+
+
+class BodyBudget:
+    """Request-body bytes held by the gateway at once, all requests together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed: asyncio.Event | None = None
+
+    def try_take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    async def take(self, size: int, wait: float) -> None:
+        """Hold `size` bytes, waiting up to `wait` seconds for room; Refusal 503 when none came."""
+        if size > self.limit:
+            raise Refusal(413, f"request body larger than {self.limit} bytes", "body-too-large")
+        if self.try_take(size):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.try_take(size):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _busy()
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._freed.wait()
+            except TimeoutError:
+                raise _busy() from None
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        freed, self._freed = self._freed, None
+        if freed is not None:
+            freed.set()  # every waiter looks again
+
+
+class BodyLease:
+    """The part of the budget one request holds; `release` is idempotent."""
+
+    __slots__ = ("budget", "size")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.size = 0
+
+    async def take(self, size: int) -> None:
+        await self.budget.take(size, BUDGET_WAIT)
+        self.size += size
+
+    def grow(self, size: int) -> None:
+        if not self.budget.try_take(size):
+            raise _busy()
+        self.size += size
+
+    def release(self) -> None:
+        if self.size:
+            self.budget.give(self.size)
+            self.size = 0
+
+
+async def read_body(
+    receive: Receive, limit: int, deadline_seconds: float, lease: BodyLease | None = None,
+    declared: int | None = None,
+) -> bytes:
+    """The whole request body, refusing it past `limit` bytes or after `deadline_seconds`. With a
+    `lease`, the bytes are held in the in-flight budget: the declared length up front, otherwise
+    chunk by chunk."""
+    if lease is not None and declared:
+        await lease.take(declared)
+    grow = lease is not None and declared is None
+    # a declared length is read into one buffer as it arrives (no joining copy of a large body)
+    buffer = bytearray(declared) if declared and declared > _BUFFER_FROM else None
     chunks: list[bytes] = []
     size = 0
     try:
@@ -61,14 +156,27 @@ async def read_body(receive: Receive, limit: int, deadline_seconds: float) -> by
                     raise ClientGone
                 chunk = message.get("body", b"")
                 if chunk:
-                    size += len(chunk)
-                    if size > limit:
+                    end = size + len(chunk)
+                    if end > limit:
                         raise Refusal(413, f"request body larger than {limit} bytes", "body-too-large")
-                    chunks.append(chunk)
+                    if grow:
+                        lease.grow(len(chunk))  # type: ignore[union-attr]
+                    if buffer is not None and end <= len(buffer):
+                        buffer[size:end] = chunk
+                    else:
+                        if buffer is not None:  # more than declared: the server's framing forbids it
+                            chunks.append(bytes(buffer[:size]))
+                            buffer = None
+                        chunks.append(chunk)
+                    size = end
                 if not message.get("more_body", False):
                     break
     except TimeoutError:
         raise Refusal(408, "request body not received in time", "body-timeout") from None
+    if buffer is not None:
+        if size < len(buffer):
+            del buffer[size:]
+        return buffer  # type: ignore[return-value]  # bytes-like: judged, then written upstream
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
@@ -132,21 +240,35 @@ def _fold(key: str) -> str:
 class JsonBody:
     """A judged JSON body: every top-level key reaches a distinct Go field; `get` reads like Go does."""
 
-    __slots__ = ("_by_fold", "raw")
+    __slots__ = ("_by_fold", "lease", "raw")
 
     def __init__(self, raw: bytes, by_fold: dict[str, Any]) -> None:
         self.raw = raw
         self._by_fold = by_fold
+        self.lease: BodyLease | None = None  # its bytes in the in-flight budget
 
     def get(self, field: str) -> Any:
         """The value Ollama decodes into the struct field `field` (None when absent or null)."""
         return self._by_fold.get(_fold(field))
 
+    def fields(self, names: frozenset[str]) -> dict[str, Any]:
+        """The decoded values of the fields `names` only (by folded name)."""
+        folded = {_fold(name) for name in names}
+        return {k: v for k, v in self._by_fold.items() if k in folded}
 
-def judge_json(raw: bytes, max_depth: int) -> JsonBody:
+    def take(self) -> bytes:
+        """Hand the bytes over for sending: the body forgets them and its decoded values, and gives
+        its bytes back to the in-flight budget (the upstream client writes them at once)."""
+        raw, self.raw, self._by_fold = self.raw, b"", {}
+        if self.lease is not None:
+            self.lease.release()
+        return raw
+
+
+def judge_json(raw: bytes, max_depth: int, max_values: int | None = None) -> JsonBody:
     """Parse with Go semantics and refuse anything Ollama could read differently from us."""
     try:
-        pairs = parse_body(raw, max_depth=max_depth)
+        pairs = parse_body(raw, max_depth=max_depth, max_values=max_values)
     except BodyError as exc:
         raise Refusal(400, str(exc), "malformed-body") from None
     by_fold: dict[str, Any] = {}

@@ -72,6 +72,10 @@ class GatewayConfig(BaseModel):
     upstream_timeout: float = 600.0  # longest silence allowed from the upstream (model loads are slow)
     global_concurrency: int = 512  # cap on concurrent upstream requests (a pooled connection each)
     max_json_depth: int = 64
+    max_json_elements: int = 250_000  # JSON values in one body (arrays' items, objects' members)
+    max_control_body_bytes: int = 64 * 1024  # bodies that name a model and a few flags (/api/show, …)
+    max_document_body_bytes: int = 1024 * 1024  # /api/create (templates, system prompts, licenses)
+    max_inflight_body_bytes: int | None = None  # request-body bytes held at once (None: 3 × max_body_bytes)
     secret_file: Path | None = None
     metrics: bool = True
     console: bool = True  # the web console at /-/console (admin keys only)
@@ -129,13 +133,38 @@ class GatewayConfig(BaseModel):
         return tuple(r.strip().lower() for r in v if r.strip())
 
     @field_validator(
-        "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers"
+        "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
+        "max_json_elements", "max_control_body_bytes", "max_document_body_bytes",
     )
     @classmethod
     def _positive_int(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
         return v
+
+    @field_validator("max_inflight_body_bytes")
+    @classmethod
+    def _optional_at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @property
+    def inflight_body_budget(self) -> int:
+        """Request-body bytes the gateway holds at once, all requests together."""
+        if self.max_inflight_body_bytes is not None:
+            return self.max_inflight_body_bytes
+        return 3 * self.max_body_bytes
+
+    def body_limit(self, body_class: str) -> int:
+        """The body size limit of a route by its catalog `request_body` class."""
+        if body_class == "control":
+            return min(self.max_control_body_bytes, self.max_body_bytes)
+        if body_class == "document":
+            return min(self.max_document_body_bytes, self.max_body_bytes)
+        if body_class == "blob":
+            return self.max_blob_bytes
+        return self.max_body_bytes
 
     @field_validator("max_num_ctx", "max_keep_alive")
     @classmethod

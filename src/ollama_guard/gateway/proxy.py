@@ -19,6 +19,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -119,6 +120,12 @@ class TokenCounter:
         return max(self.lines + (1 if self.partial else 0), 1)
 
 
+class HandOver(Protocol):
+    """A request body that hands its bytes over once (and forgets them)."""
+
+    def take(self) -> bytes: ...
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached, or broke the connection / the protocol."""
 
@@ -127,6 +134,7 @@ class UpstreamBusy(Exception):
     """Every upstream slot (global_concurrency) stayed busy for the connect timeout."""
 
 
+_JOIN_LIMIT = 64 * 1024  # request bodies up to this size go out in the same write as the head
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _IDLE_LIMIT = 30.0
@@ -426,9 +434,12 @@ class Upstream:
         method: str,
         raw_path: str,
         headers: list[tuple[bytes, bytes]],
-        data: bytes | AsyncIterable[bytes] | None,
+        data: bytes | AsyncIterable[bytes] | HandOver | None,
     ) -> UpstreamResponse:
-        """Send the request and return the response once its headers arrived (body not read yet)."""
+        """Send the request and return the response once its headers arrived (body not read yet).
+
+        A `HandOver` body (a judged JSON body) gives its bytes up when they are written, so they
+        are not kept while the answer is awaited."""
         sem = self._sem
         if sem is None:
             raise RuntimeError("upstream not started")
@@ -451,7 +462,7 @@ class Upstream:
         method: str,
         raw_path: str,
         headers: list[tuple[bytes, bytes]],
-        data: bytes | AsyncIterable[bytes] | None,
+        data: bytes | AsyncIterable[bytes] | HandOver | None,
         *,
         retry: bool,
     ) -> UpstreamResponse:
@@ -466,13 +477,18 @@ class Upstream:
         try:
             transport = conn.transport
             assert transport is not None
-            if data is None or isinstance(data, bytes | bytearray):
-                body = data or b""
+            if data is None or isinstance(data, bytes | bytearray) or hasattr(data, "take"):
+                body = data.take() if hasattr(data, "take") else data or b""
                 if body or method not in ("GET", "HEAD"):
                     head.append(b"Content-Length: %d\r\n" % len(body))
                 head.append(b"\r\n")
-                head.append(body)
-                transport.write(b"".join(head))
+                if len(body) > _JOIN_LIMIT:  # no copy of a large body: head and body written apart
+                    transport.write(b"".join(head))
+                    transport.write(body)
+                else:
+                    head.append(body)
+                    transport.write(b"".join(head))
+                head = body = None  # type: ignore[assignment]  # not kept while the answer is awaited
             else:
                 declared = any(name.lower() == b"content-length" for name, _ in headers)
                 if not declared:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ollama_guard.gateway.body import BodyLease
 from ollama_guard.gateway.refusal import Refusal
 
 Scope = MutableMapping[str, Any]
@@ -117,3 +118,4 @@ class Request:
     started: float
     headers: RequestHeaders | None = None  # parsed by the `client` stage
     cors_headers: HeaderList = field(default_factory=list)  # added to every answer (CORS)
+    lease: BodyLease | None = None  # body bytes held in the in-flight budget (`judge_body`)

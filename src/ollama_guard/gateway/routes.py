@@ -31,12 +31,18 @@ class Route:
     long_running: bool = False  # watch for client disconnects while waiting for the upstream
 
     @property
+    def body_class(self) -> str:
+        """The catalog's `request_body` (control, document, prompt, blob, none): sizes the body limit."""
+        return self.endpoint.request_body
+
+    @property
     def label(self) -> str:
         return self.endpoint.key
 
 
-# Routes the gateway serves, by catalog key. Routes missing here (removed ones, multipart
-# /v1/audio/transcriptions whose model the gateway cannot check) are refused.
+# Routes the gateway serves, by catalog key; the body kind comes from the catalog's `request_body`.
+# Routes missing here (removed ones, multipart /v1/audio/transcriptions whose model the gateway
+# cannot check) are refused.
 _ROUTE_OVERRIDES: dict[str, dict[str, Any]] = {
     "GET /": {},
     "HEAD /": {},
@@ -46,32 +52,39 @@ _ROUTE_OVERRIDES: dict[str, dict[str, Any]] = {
     "GET /api/tags": {"listing": "tags"},
     "HEAD /api/tags": {},
     "GET /api/ps": {"listing": "ps"},
-    "POST /api/show": {"body": "json"},
+    "POST /api/show": {},
     "GET /v1/models": {"listing": "v1models"},
     "GET /v1/models/{model}": {},
     "GET /api/experimental/model-recommendations": {},
-    "POST /api/generate": {"body": "json", "long_running": True},
-    "POST /api/chat": {"body": "json", "long_running": True},
-    "POST /api/embed": {"body": "json", "long_running": True},
-    "POST /api/embeddings": {"body": "json", "long_running": True},
-    "POST /v1/chat/completions": {"body": "json", "long_running": True},
-    "POST /v1/completions": {"body": "json", "long_running": True},
-    "POST /v1/embeddings": {"body": "json", "long_running": True},
-    "POST /v1/responses": {"body": "json", "long_running": True},
-    "POST /v1/messages": {"body": "json", "long_running": True},
-    "POST /api/pull": {"body": "json", "egress": "pull", "long_running": True},
-    "POST /api/push": {"body": "json", "egress": "push", "long_running": True},
-    "POST /api/create": {"body": "json", "egress": "create", "long_running": True},
-    "POST /api/copy": {"body": "json"},
-    "DELETE /api/delete": {"body": "json"},
+    "POST /api/generate": {"long_running": True},
+    "POST /api/chat": {"long_running": True},
+    "POST /api/embed": {"long_running": True},
+    "POST /api/embeddings": {"long_running": True},
+    "POST /v1/chat/completions": {"long_running": True},
+    "POST /v1/completions": {"long_running": True},
+    "POST /v1/embeddings": {"long_running": True},
+    "POST /v1/responses": {"long_running": True},
+    "POST /v1/messages": {"long_running": True},
+    "POST /api/pull": {"egress": "pull", "long_running": True},
+    "POST /api/push": {"egress": "push", "long_running": True},
+    "POST /api/create": {"egress": "create", "long_running": True},
+    "POST /api/copy": {},
+    "DELETE /api/delete": {},
     "HEAD /api/blobs/{digest}": {},
-    "POST /api/blobs/{digest}": {"body": "blob"},
+    "POST /api/blobs/{digest}": {},
     "POST /api/me": {"cloud": True},
     "POST /api/signout": {"cloud": True},
     "DELETE /api/user/keys/{key}": {"cloud": True},
-    "POST /api/experimental/web_search": {"body": "json", "cloud": True, "long_running": True},
-    "POST /api/experimental/web_fetch": {"body": "json", "cloud": True, "long_running": True},
+    "POST /api/experimental/web_search": {"cloud": True, "long_running": True},
+    "POST /api/experimental/web_fetch": {"cloud": True, "long_running": True},
 }
+
+# how the gateway handles each kind of request body of the catalog (None: it cannot judge it)
+_BODY_KIND: dict[str, BodyKind | None] = {
+    "none": "none", "control": "json", "document": "json", "prompt": "json", "blob": "blob",
+    "multipart": None,
+}
+
 
 def _build_routes() -> tuple[dict[tuple[str, str], Route], dict[str, Route]]:
     static: dict[tuple[str, str], Route] = {}
@@ -80,7 +93,9 @@ def _build_routes() -> tuple[dict[tuple[str, str], Route], dict[str, Route]]:
         if ep.removed is not None or ep.key not in _ROUTE_OVERRIDES:
             continue
         extra = dict(_ROUTE_OVERRIDES[ep.key])
-        body: BodyKind = extra.pop("body", "none")
+        body = _BODY_KIND[ep.request_body]
+        if body is None:
+            raise ValueError(f"the gateway cannot judge the {ep.request_body} body of {ep.key}")
         route = Route(endpoint=ep, role=ep.role, body=body, model_fields=ep.model_fields, **extra)
         by_key[ep.key] = route
         if "{" not in ep.path:

@@ -14,6 +14,12 @@ Classes (``Endpoint.classes``):
 * ``outbound`` — makes the server contact a registry or ollama.com;
 * ``account`` — concerns the server's ollama.com identity.
 
+``request_body`` is what a request carries (``REQUEST_BODIES``), so a proxy can size its limits per
+route: ``control`` — a small JSON object naming a model and a few flags (bytes to kilobytes);
+``document`` — JSON that may hold a template, system prompt, license or message list (kilobytes to
+a megabyte); ``prompt`` — prompts, message histories and base64 images (up to megabytes);
+``multipart`` — a form upload; ``blob`` — raw model data (gigabytes); ``none`` — no body.
+
 ``role`` is the least gateway role that may call the route (the product contract's roles ``read`` <
 ``inference`` < ``admin``); routes that act on the server's ollama.com account or spend its quota are
 ``admin``.
@@ -30,6 +36,7 @@ from ollama_guard.ollama.versions import OllamaVersion, parse_version
 EndpointClass = Literal["read", "compute", "admin", "outbound", "account"]
 StreamKind = Literal["ndjson", "sse"]
 Role = Literal["read", "inference", "admin"]
+RequestBody = Literal["none", "control", "document", "prompt", "multipart", "blob"]
 
 ENDPOINT_CLASSES: frozenset[str] = frozenset({"read", "compute", "admin", "outbound", "account"})
 ROLES: tuple[str, ...] = ("read", "inference", "admin")
@@ -48,6 +55,7 @@ class Endpoint:
     removed: str | None = None
     note: str = ""
     role: Role = "admin"
+    request_body: RequestBody = "none"
 
     @property
     def key(self) -> str:
@@ -128,7 +136,37 @@ def _ep(
     unknown = cls - ENDPOINT_CLASSES
     if unknown:  # a data error in this module, caught by the tests
         raise ValueError(f"unknown endpoint class {sorted(unknown)} for {method} {path}")
-    return Endpoint(method, path, cls, model_fields, stream, since, removed, note, role)
+    body = REQUEST_BODIES.get(f"{method} {path}", "none")
+    return Endpoint(method, path, cls, model_fields, stream, since, removed, note, role, body)
+
+
+# What each route's request body carries (routes not listed take none). Ollama reads every JSON body
+# whole (gin's ShouldBindJSON) and sets no size limit of its own.
+REQUEST_BODIES: dict[str, RequestBody] = {
+    "POST /api/show": "control",
+    "POST /api/pull": "control",
+    "POST /api/push": "control",
+    "DELETE /api/delete": "control",
+    "POST /api/copy": "control",
+    "POST /api/experimental/web_search": "control",
+    "POST /api/experimental/web_fetch": "control",
+    "POST /api/experimental/aliases": "control",
+    "DELETE /api/experimental/aliases": "control",
+    "POST /api/create": "document",
+    "POST /api/generate": "prompt",
+    "POST /api/chat": "prompt",
+    "POST /api/embed": "prompt",
+    "POST /api/embeddings": "prompt",
+    "POST /v1/chat/completions": "prompt",
+    "POST /v1/completions": "prompt",
+    "POST /v1/embeddings": "prompt",
+    "POST /v1/responses": "prompt",
+    "POST /v1/messages": "prompt",
+    "POST /v1/images/generations": "prompt",
+    "POST /v1/images/edits": "prompt",
+    "POST /v1/audio/transcriptions": "multipart",
+    "POST /api/blobs/{digest}": "blob",
+}
 
 
 _R, _C, _A, _X, _ACC = "read", "compute", "admin", "outbound", "account"

@@ -23,6 +23,7 @@ the two agree on every cased letter both know).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterable, Sequence
 from functools import cache
 from typing import Any
@@ -134,16 +135,46 @@ def _reject_constant(name: str) -> Any:
     raise BodyError(f"invalid JSON value {name}")
 
 
-def parse_body(raw: bytes, *, max_depth: int = 32) -> list[tuple[str, Any]]:
+# a JSON string from its opening quote, possessive so that a failed match costs one pass
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+
+
+def count_values(raw: bytes, cap: int) -> int:
+    """How many JSON values (object members, array items, containers) `raw` holds at most — the
+    count of `{`, `[` and `,` outside strings. Raises BodyError as soon as the count passes `cap`,
+    before anything is built from the body; scanning stops there, so a huge body costs no more than
+    `cap` values' worth of work."""
+    bound = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+    if bound <= cap:
+        return bound  # strings included, already within the cap
+    count, pos, size = 0, 0, len(raw)
+    while pos < size:
+        quote = raw.find(b'"', pos)
+        end = size if quote < 0 else quote
+        count += raw.count(b",", pos, end) + raw.count(b"{", pos, end) + raw.count(b"[", pos, end)
+        if count > cap:
+            raise BodyError(f"JSON body has more than {cap} values")
+        if quote < 0:
+            break
+        string = _STRING.match(raw, quote)
+        if string is None:
+            break  # unterminated string: the parser reports it
+        pos = string.end()
+    return count
+
+
+def parse_body(raw: bytes, *, max_depth: int = 32, max_values: int | None = None) -> list[tuple[str, Any]]:
     """The top-level object's (key, value) pairs in order, duplicates kept.
 
     Nested objects are returned as dicts (last duplicate wins). Raises BodyError for an empty body,
     invalid UTF-8 (including a BOM), invalid JSON, NaN/Infinity, unpaired surrogate escapes, trailing
-    data, a top-level value that is not an object, or nesting deeper than `max_depth` (the top-level
-    object is depth 1).
+    data, a top-level value that is not an object, nesting deeper than `max_depth` (the top-level
+    object is depth 1) or more than `max_values` values (`count_values`, checked before parsing).
     """
     if isinstance(raw, str):
         raise TypeError("parse_body takes bytes")
+    if max_values is not None:
+        count_values(raw, max_values)
     try:
         text = bytes(raw).decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:

@@ -51,20 +51,15 @@ class ForwardStage:
         upstream_headers = forward_headers(
             headers.content_type, headers.accept, headers.user_agent, req.facts.request_id
         )
-        data: Any = None
-        if isinstance(body, JsonBody):
-            data = body.raw
-        elif isinstance(body, BodyStream):
-            if body.declared_length is not None:
-                upstream_headers.append((b"Content-Length", str(body.declared_length).encode()))
-            data = body
+        if isinstance(body, BodyStream) and body.declared_length is not None:
+            upstream_headers.append((b"Content-Length", str(body.declared_length).encode()))
         watcher: asyncio.Task[None] | None = None
         self.metrics.in_flight.inc()
         try:
             if route.long_running and route.body != "blob":
                 task = asyncio.current_task()
                 watcher = asyncio.create_task(_watch_disconnect(req.receive, task, req.facts))
-            await self._exchange(req, route, matcher, upstream_headers, data, counter)
+            await self._exchange(req, route, matcher, upstream_headers, body, counter)
         finally:
             self.metrics.in_flight.dec()
             if watcher is not None:
@@ -92,13 +87,13 @@ class ForwardStage:
             raise
 
     async def _exchange(
-        self, req: Request, route: Route, matcher: ModelMatcher, upstream_headers: HeaderList, data: Any,
-        counter: TokenCounter | None,
+        self, req: Request, route: Route, matcher: ModelMatcher, upstream_headers: HeaderList,
+        body: JsonBody | BodyStream | None, counter: TokenCounter | None,
     ) -> None:
         facts = req.facts
-        resp = await self._open(req, upstream_headers, data)
-        if isinstance(data, BodyStream):
-            facts.bytes_in = data.size
+        resp = await self._open(req, upstream_headers, body)  # a JsonBody hands its bytes over
+        if isinstance(body, BodyStream):
+            facts.bytes_in = body.size
         facts.decision, facts.reason = "allow", "ok"
         try:
             facts.status = resp.status

@@ -1,7 +1,11 @@
 """Stage 5, `judge_body`: read and judge the request body the route takes.
 
-* `json` routes: the whole body is read (size cap → 413, deadline → 408, any Content-Encoding → 415)
-  and parsed with Go's semantics; a key Ollama could read differently from us → 400 (`gateway/body.py`).
+* `json` routes: the whole body is read (the route's size cap → 413, deadline → 408, any
+  Content-Encoding → 415, no room in the in-flight body budget → 503) and parsed with Go's semantics
+  (at most `max_json_elements` values and `max_json_depth` levels; large bodies in worker
+  processes, `gateway/judges.py`); a key Ollama could read differently from us → 400
+  (`gateway/body.py`). The cap comes from what the endpoint catalog says the route's body carries
+  (`GatewayConfig.body_limit`).
 * `blob` routes: the body is relayed as it streams in, counted against the blob cap.
 * other routes take no body → 400.
 """
@@ -9,14 +13,16 @@
 from __future__ import annotations
 
 from ollama_guard.gateway.body import (
+    BodyBudget,
     BodyHeaders,
+    BodyLease,
     BodyStream,
     JsonBody,
     check_body_headers,
-    judge_json,
     read_body,
 )
 from ollama_guard.gateway.config import GatewayConfig
+from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import Request
 from ollama_guard.gateway.routes import Route
@@ -34,8 +40,11 @@ def content_length(value: bytes | None) -> int | None:
 
 
 class JudgeBodyStage:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, judges: Judges) -> None:
         self._config = config
+        self._judges = judges
+        self.budget = BodyBudget(config.inflight_body_budget)
+        self._limits = {kind: config.body_limit(kind) for kind in ("control", "document", "prompt")}
 
     async def __call__(self, req: Request, route: Route) -> Body:
         headers = req.headers
@@ -47,11 +56,15 @@ class JudgeBodyStage:
             encoding=headers.content_encoding,
         )
         if route.body == "json":
-            check_body_headers(info, config.max_body_bytes)
-            raw = await read_body(req.receive, config.max_body_bytes, config.request_timeout)
+            limit = self._limits.get(route.body_class, config.max_body_bytes)
+            check_body_headers(info, limit)
+            req.lease = lease = BodyLease(self.budget)
+            raw = await read_body(req.receive, limit, config.request_timeout, lease, info.content_length)
             req.facts.bytes_in = len(raw)
             req.facts.body_pending = False
-            return judge_json(raw, config.max_json_depth)
+            body = await self._judges.judge(raw, config.max_json_depth, config.max_json_elements)
+            body.lease = lease
+            return body
         if route.body == "blob":
             check_body_headers(info, config.max_blob_bytes)
             limit, timeout = config.max_blob_bytes, config.request_timeout
