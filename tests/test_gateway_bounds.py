@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,9 @@ from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.routes import ROUTES_BY_KEY
 from ollama_guard.ollama.gojson import BodyError, count_values, parse_body
 from support.gateway import Gateway, KeySpec, create_keys, http_bytes, raw_request, start_gateway
-from support.servers import start_decoy
+from support.servers import running_process
+
+CANNED = Path(__file__).parent / "support" / "canned_upstream.py"
 
 MiB = 1024 * 1024
 
@@ -117,11 +120,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("bounds")
     db = f"sqlite:///{work / 'guard.db'}"
     keys = create_keys(db, [KeySpec("reader", "read"), KeySpec("user", "inference")])
-    with start_decoy(work, seed_models=1) as decoy, start_gateway(work / "gw", decoy.url, db_url=db) as g:
-        # the decoy stands in for Ollama, which runs elsewhere (or on a GPU): it parses every body
-        # we forward, and must not take the CPU from the gateway under test on a small machine
-        os.setpriority(os.PRIO_PROCESS, decoy.proc.pid, 10)
-        # and the stalls measured are to be the gateway's own, not those of a busy test machine
+    answers = work / "answers.json"
+    answers.write_text(json.dumps({"POST /api/generate": {"body": '{"done":true,"eval_count":1}'},
+                                   "POST /api/chat": {"body": '{"done":true,"eval_count":1}'}}))
+    # a stand-in for Ollama that takes bodies of any size (the decoy, like Ollama, caps them)
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (upstream, url), \
+            start_gateway(work / "gw", url, db_url=db) as g:
+        # Ollama runs elsewhere (or on a GPU): the stand-in must not take the CPU from the gateway
+        # under test on a small machine, and the stalls measured are to be the gateway's own, not
+        # those of a busy test machine
+        os.setpriority(os.PRIO_PROCESS, upstream.pid, 10)
         with contextlib.suppress(PermissionError):
             os.setpriority(os.PRIO_PROCESS, g.proc.pid, -10)
         g.keys = keys
