@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     timing: dict[str, list[float]] = {}
     index = dev_index()
-    for split in ("dev", "held_out", "all"):
+    for split in ("dev", "held_out", "external", "all"):
         r = [s for s in real if split in ("all", s.split)]
         p = [v for v in bad if split in ("all", v.split)]
         detectors = (("data-flow alone", new_detector), ("data-flow + index of dev split", with_index(index)),
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             p_ranks, _ = measure(detect, p, 1)
             if split == "all":
                 timing[label] = r_times
+            if not p_ranks:  # the external split has real templates only
+                flagged = sum(r >= Severity.LOW.rank for r in r_ranks) / len(r_ranks)
+                high = sum(r >= Severity.HIGH.rank for r in r_ranks) / len(r_ranks)
+                print(f"| {split} | {label} | {flagged:.1%} | {high:.1%} | – | – | – |")
+                continue
             x = rates(r_ranks, p_ranks)
             print(f"| {split} | {label} | {x['flagged']:.1%} | {x['fp@high']:.1%} | {x['recall@medium']:.1%} "
                   f"| {x['recall@high']:.1%} | {x['precision@high']:.1%} |")  # fmt: skip

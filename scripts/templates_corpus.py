@@ -17,6 +17,8 @@ Sources:
                          from ollama.com/library), unsloth/chat_templates.py (Jinja constants),
                          studio/backend/assets/chat_templates/*.jinja
   chujiezheng/chat_templates  chat_templates/*.jinja
+  EXTERNAL (below)       templates of fine-tunes and new families published in small repositories: the
+                         external/ split, never in the known-good index, never used to tune the detector
 The corpus is split deterministically: a file whose name hashes to 0 mod 4 is held out (held_out/), the
 rest is the development set (dev/).
 """
@@ -49,6 +51,7 @@ class Item:
     path: str
     commit: str
     how: str
+    split: str | None = None  # None: dev or held_out by hash
 
 
 def git(gitdir: Path, *args: str) -> str:
@@ -147,6 +150,41 @@ def chujiezheng(gitdir: Path) -> Iterator[Item]:
         yield Item("jinja", Path(path).stem, show(gitdir, commit, path), repo, path, commit, "file")
 
 
+# Templates published by model authors and users (fine-tunes, fixes, new families) in small repositories:
+# never indexed, never looked at while tuning the detector; the "external" held-out split.
+EXTERNAL = (
+    "iintothewind/agentic_chat_templates", "HarryMayne/qwen_3_chat_templates", "forcepusher/gemma4_jinja",
+    "Butanium/chat_templates_tools", "EchoCog/gpt-oss-20b", "pgadet-wq/granite-docling-258M",
+    "HwwwwwwwH/MiniCPM-V-2", "Vedika-advanced-AI/Vedika-4.1-flash", "RkFeeder/LG-AI-Research",
+    "Evilcarbon/DeepSeek-R1-Distill-Qwen-32B", "kpratik41/gpt-oss-ckpt", "0su0su0/BORA-1.1B-A0.4B",
+    "HuengchI/Atom-7B", "DEVELOPERYUMIN/GeM2-14B-Korean-RAG-QLoRA", "CogniX-LTD/Cogni-OpenModel",
+    "Danvin-44/FS8B-finetuned",
+)  # fmt: skip
+
+
+def external(gitdir: Path, repo: str) -> Iterator[Item]:
+    """*.jinja files and the chat_template of tokenizer_config.json files at the newest commit."""
+    commit = git(gitdir, "rev-parse", "HEAD").strip()
+    for path in git(gitdir, "ls-tree", "-r", "--name-only", commit).splitlines():
+        name = slug(repo.split("/")[1] + "-" + path.replace("/", "-").rsplit(".", 1)[0])
+        if path.endswith((".jinja", ".jinja2")):
+            yield Item("jinja", name, show(gitdir, commit, path), repo, path, commit, "file", "external")
+        elif path.endswith("tokenizer_config.json"):
+            try:
+                template = json.loads(show(gitdir, commit, path)).get("chat_template")
+            except ValueError:
+                continue
+            if isinstance(template, str):
+                yield Item("jinja", name, template, repo, path, commit, "chat_template", "external")
+            elif isinstance(template, list):
+                for entry in template:
+                    if isinstance(entry, dict) and isinstance(entry.get("template"), str):
+                        label = entry.get("name")
+                        text = entry["template"]
+                        how = f"chat_template name={label}"
+                        yield Item("jinja", f"{name}-{label}", text, repo, path, commit, how, "external")
+
+
 COLLECTORS = {
     "ollama/ollama": ollama,
     "unslothai/unsloth": unsloth,
@@ -198,7 +236,7 @@ def write(items: list[Item], out: Path) -> int:
         seen.add(key)
         digest = hashlib.sha256(item.text.encode()).hexdigest()[:8]
         stem = f"{slug(item.repo.split('/')[0])}-{slug(item.name)}-{digest}"
-        split = "held_out" if held_out(stem) else "dev"
+        split = item.split or ("held_out" if held_out(stem) else "dev")
         rel = f"{split}/{item.kind}/{stem}.{EXT[item.kind]}"
         if rel in names:
             continue
@@ -224,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         items: list[Item] = []
         for repo, collect in COLLECTORS.items():
             items += collect(gitdir_for(repo, mirrors, Path(tmp)))
-    for sub in ("dev", "held_out"):
+        for repo in EXTERNAL:
+            items += external(gitdir_for(repo, mirrors, Path(tmp)), repo)
+    for sub in ("dev", "held_out", "external"):
         for old in (args.out / sub).glob("*/*"):
             old.unlink()
     count = write(items, args.out)

@@ -35,7 +35,7 @@ GO_LOOP = re.compile(r"\{\{-?\s*range (?:\$\w+, \$\w+ := )?\$?\.Messages\s*-?\}\
 def bases(benign: Path, kind: str) -> list[Path]:
     ext, loop = ("jinja", JINJA_LOOP) if kind == "jinja" else ("gotmpl", GO_LOOP)
     found = []
-    for path in sorted(benign.glob(f"*/{kind}/*.{ext}")):
+    for path in sorted([*benign.glob(f"dev/{kind}/*.{ext}"), *benign.glob(f"held_out/{kind}/*.{ext}")]):
         text = path.read_text("utf-8")
         if loop.search(text) and len(text) < 20000:
             found.append(path)

@@ -1,5 +1,6 @@
 """Detection rates on the corpora (tests/data/templates/), not single strings: on the development and the
-held-out splits, no real template is flagged high and at most 1 % is flagged at all; at least 85 % of the
+held-out splits and on templates collected from other publishers (the external split, never used while
+tuning), no real template is flagged high and at most 1 % is flagged at all; at least 85 % of the
 poisoned variants are caught at medium or above and 75 % at high. Measured by the tree analysis alone
 (no known-good index), and again with an index of the development split (so held-out real templates are
 as unknown to it as a new release would be)."""
@@ -24,10 +25,23 @@ def dev_index() -> known.KnownIndex:
     return known.KnownIndex([known.Entry(s.name.rsplit("-", 1)[0], s.kind, s.name, s.text) for s in dev])
 
 
-def verdicts(samples, mode: str):
+@lru_cache(maxsize=8)
+def judged(mode: str, which: str) -> dict[str, object]:
+    """Every sample of one corpus judged once per mode (the tests below share the verdicts)."""
+    samples = benign() if which == "benign" else poisoned()
     if mode == "alone":
-        return [(s, check(s.text, s.kind, use_index=False)) for s in samples]
-    return [(s, check(s.text, s.kind, dev_index())) for s in samples]
+        return {key(s): check(s.text, s.kind, use_index=False) for s in samples}
+    return {key(s): check(s.text, s.kind, dev_index()) for s in samples}
+
+
+def key(sample) -> str:
+    return f"{sample.split}/{getattr(sample, 'name', None) or sample.id}"
+
+
+def verdicts(samples, mode: str):
+    which = "benign" if samples and hasattr(samples[0], "name") else "poisoned"
+    table = judged(mode, which)
+    return [(s, table[key(s)]) for s in samples]
 
 
 def at_least(verdict, level: Severity) -> bool:
@@ -35,14 +49,23 @@ def at_least(verdict, level: Severity) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("split", SPLITS)
-def test_real_templates_are_not_flagged(split: str, mode: str) -> None:
+@pytest.mark.parametrize("split", (*SPLITS, "external"))
+def test_no_real_template_is_flagged_high(split: str, mode: str) -> None:
     samples = [s for s in benign() if s.split == split]
-    assert len(samples) >= 40
-    results = verdicts(samples, mode)
-    assert [s.name for s, v in results if at_least(v, Severity.HIGH)] == []
+    assert len(samples) >= 10
+    assert [s.name for s, v in verdicts(samples, mode) if at_least(v, Severity.HIGH)] == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_most_one_percent_of_real_templates_is_flagged(mode: str) -> None:
+    """All splits together, the external one (templates never looked at while tuning) included."""
+    results = verdicts(benign(), mode)
     flagged = [s.name for s, v in results if at_least(v, Severity.LOW)]
-    assert len(flagged) <= 0.01 * len(samples), flagged
+    assert len(results) >= 300
+    assert len(flagged) <= 0.01 * len(results), flagged
+    for split in SPLITS:
+        in_split = [s.name for s, _ in results if s.split == split]
+        assert len([n for n in flagged if n in in_split]) <= 0.01 * len(in_split)
 
 
 @pytest.mark.parametrize("mode", MODES)

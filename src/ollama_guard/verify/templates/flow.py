@@ -37,6 +37,8 @@ CONTENT_KEYS = frozenset(
     }
 )
 HARD_KINDS = frozenset({"content", "date", "count"})
+SOFT_KINDS = frozenset({"tool-content"})  # content of tool results: agent frameworks react to it in templates
+TOOL_ROLES = frozenset({"tool", "ipython", "function", "tool_response", "observation"})
 STANDARD_ROLES = frozenset(
     {
         "user",
@@ -135,8 +137,21 @@ def word_bearing(val: Val) -> bool:
     return False
 
 
+def inserts_words(old: Val, new: Val, more: int = 3) -> bool:
+    """Does replacing `old` by `new` add more than `more` words (an instruction, not a respelling)?"""
+    count = lambda v: sum(len(_WORD.findall(strip_structure(lit))) for lit in v.lits)  # noqa: E731
+    return not new.lits or count(new) - count(old) > more
+
+
 def is_content(val: Val) -> bool:
     return "content" in val.taint
+
+
+def system_text(val: Val) -> Val:
+    """A value taken from the system message: the deployer's configuration, not a trigger source."""
+    if "content" not in val.taint:
+        return val
+    return Val(val.const, val.lits, (val.taint - {"content"}) | {"syscontent"}, val.gates)
 
 
 def small_count(val: Val) -> bool:
@@ -167,6 +182,7 @@ class Analysis:
     problems: list[Problem] = field(default_factory=list)
     gates_seen: list[Gate] = field(default_factory=list)
     joinable: bool = False
+    dynamic: frozenset[str] = frozenset()
 
     def emit(self, text: str, line: int, gates: frozenset[Gate]) -> None:
         """Records emitted text; adjacent constant text under the same gates is joined (`ig{# #}nore`)."""
@@ -179,19 +195,27 @@ class Analysis:
             self.emits.append(Emit(text, line, gates))
         self.joinable = True
 
-    def note(self, gates: frozenset[Gate], *, control: bool = False) -> frozenset[Gate]:
+    def note(self, gates: frozenset[Gate], *, control: bool = False, tool: bool = False) -> frozenset[Gate]:
+        """See `_note`; `control` also covers branches for the system message (the deployer's text)."""
+        return self._note(gates, control=control, tool=tool)
+
+    def _note(self, gates: frozenset[Gate], *, control: bool = False, tool: bool = False) -> frozenset[Gate]:
         """Gates of a condition, recorded; inside a branch for a control role (Granite's `control` messages
-        that switch features on), content comparisons are settings, not user-text triggers."""
-        if control:
-            gates = frozenset(Gate("control", g.text, g.line) if g.kind == "content" else g for g in gates)
+        that switch features on), content comparisons are settings, not user-text triggers; inside a branch
+        for tool results they are `tool-content` triggers (judged medium, not high)."""
+        if control or tool:
+            kind = "control" if control else "tool-content"
+            gates = frozenset(Gate(kind, g.text, g.line) if g.kind == "content" else g for g in gates)
         for gate in gates:
             if gate not in self.gates_seen and len(self.gates_seen) < 100:
                 self.gates_seen.append(gate)
         return gates
 
-    def gap(self) -> None:
-        """Dynamic text (message content) was emitted: what follows is not joined to what came before."""
+    def gap(self, kinds: frozenset[str] = frozenset()) -> None:
+        """Dynamic text (message content) was emitted: what follows is not joined to what came before;
+        `kinds` (where that text comes from) is remembered for a capture (`{% set %}` block, macro call)."""
         self.joinable = False
+        self.dynamic |= kinds
 
     def problem(self, id: str, severity: str, line: int, detail: str) -> None:
         if len(self.problems) < 50:

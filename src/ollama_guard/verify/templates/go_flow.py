@@ -24,6 +24,7 @@ from ollama_guard.verify.templates.flow import (
     const,
     join,
     merge,
+    system_text,
     taint,
 )
 from ollama_guard.verify.templates.go_parser import Arg, GoParseError, Node, Pipe, parse
@@ -34,7 +35,7 @@ __all__ = ["GoParseError", "analyse"]
 ROOT_FIELDS = {
     "Messages": "msgs",
     "Tools": "tools",
-    "System": "content",
+    "System": "syscontent",
     "Prompt": "content",
     "Response": "content",
     "Suffix": "content",
@@ -60,6 +61,8 @@ class GoFlow:
         self.steps = 0
         self.depth = 0
         self.control = 0
+        self.tool = 0
+        self.system = 0
         self.loops = 0
 
     def block(self, body: list[Node], env: dict[str, Val], dot: Val, gates: frozenset[Gate]) -> None:
@@ -90,9 +93,11 @@ class GoFlow:
         for lit in value.lits:
             self.out.emit(lit, line, gates)
         if value.taint:
-            self.out.gap()
+            self.out.gap(value.taint)
 
     def declare(self, pipe: Pipe, value: Val, env: dict[str, Val]) -> None:
+        if self.system:
+            value = system_text(value)
         if len(pipe.decl) == 1:
             env[pipe.decl[0]] = value
         else:
@@ -100,7 +105,7 @@ class GoFlow:
                 env[name] = element(value)
 
     def test_gates(self, test: Val) -> frozenset[Gate]:
-        return self.out.note(test.gates, control=self.control > 0)
+        return self.out.note(test.gates, control=self.control > 0, tool=self.tool > 0)
 
     def branch(self, node: Node, env: dict[str, Val], dot: Val, gates: frozenset[Gate]) -> None:
         assert node.pipe is not None
@@ -108,13 +113,21 @@ class GoFlow:
         test = self.pipe(node.pipe, inner, dot)
         if node.pipe.decl:
             self.declare(node.pipe, test, inner)
-        control = any(g.kind == "control-role" for g in test.gates)
+        control = any(g.kind in ("control-role", "system-role") for g in test.gates)
+        self.system += any(g.kind == "system-role" for g in test.gates)
+        tool = any(g.kind == "tool-role" for g in test.gates)
+        not_tool = any(g.kind == "not-tool-role" for g in test.gates)
         test_gates = self.test_gates(test)
         self.control += control
+        self.tool += tool
         left, right = dict(inner), dict(env)
         self.block(node.body, left, test if node.kind == "with" else dot, gates | test_gates)
         self.control -= control
+        self.system -= any(g.kind == "system-role" for g in test.gates)
+        self.tool -= tool
+        self.tool += not_tool
         self.block(node.else_, right, dot, gates | test_gates)
+        self.tool -= not_tool
         for name in env:
             env[name] = merge(left.get(name, env[name]), right.get(name, env[name]))
 

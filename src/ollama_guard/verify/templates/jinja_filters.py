@@ -15,6 +15,7 @@ from ollama_guard.verify.templates.flow import (
     UNKNOWN,
     Gate,
     Val,
+    inserts_words,
     is_content,
     join,
     word_bearing,
@@ -112,7 +113,8 @@ def filter_(flow: JinjaFlow, node: nodes.Filter, env: dict[str, Val]) -> Val:
             and ("msgs" in base.taint or "msg" in base.taint)
         )
         tests = args[1:] if name != "replace" else args[:1]
-        if on_content and any(word_bearing(a) for a in tests):
+        respelling = name == "replace" and len(args) > 1 and not inserts_words(args[0], args[1])
+        if on_content and not respelling and any(word_bearing(a) for a in tests):
             gates.add(Gate("content", text(node), node.lineno))
         if name == "map" and attr.known and attr.const in CONTENT_KEYS and "msgs" in base.taint:
             return Val(UNKNOWN, (), frozenset({"content"}), base.gates)

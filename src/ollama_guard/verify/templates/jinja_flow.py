@@ -16,7 +16,17 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ollama_guard.verify.templates import jinja_filters, jinja_ops
-from ollama_guard.verify.templates.flow import UNKNOWN, Analysis, Gate, Val, const, join, merge, taint
+from ollama_guard.verify.templates.flow import (
+    UNKNOWN,
+    Analysis,
+    Gate,
+    Val,
+    const,
+    join,
+    merge,
+    system_text,
+    taint,
+)
 
 MAX_DEPTH = 6  # macro calls followed
 MAX_STEPS = 200_000
@@ -67,6 +77,8 @@ class JinjaFlow:
         self.depth = 0
         self.loops = 0
         self.control = 0
+        self.tool = 0
+        self.system = 0
         self.memo: dict[tuple[object, ...], Val] = {}
 
     # statements -----------------------------------------------------------------------------------
@@ -131,14 +143,21 @@ class JinjaFlow:
 
     def stmt_if(self, node: nodes.If, env: dict[str, Val], gates: frozenset[Gate]) -> None:
         test = self.ev(node.test, env)
-        control = any(g.kind == "control-role" for g in test.gates)
+        control = any(g.kind in ("control-role", "system-role") for g in test.gates)
+        self.system += any(g.kind == "system-role" for g in test.gates)
+        tool = any(g.kind == "tool-role" for g in test.gates)
+        not_tool = any(g.kind == "not-tool-role" for g in test.gates)
         test_gates = self.note_gates(test.gates)
         branch_gates = gates | test_gates
         left = dict(env)
         self.control += control
+        self.tool += tool
         self.block(node.body, left, branch_gates)
         self.control -= control
+        self.system -= any(g.kind == "system-role" for g in test.gates)
+        self.tool -= tool
         right = dict(env)
+        self.tool += not_tool  # `role != 'tool'`: what follows (elif/else) is about tool results
         if node.elif_:
             self.stmt_if(
                 nodes.If(
@@ -153,6 +172,7 @@ class JinjaFlow:
             )
         else:
             self.block(node.else_, right, branch_gates)
+        self.tool -= not_tool
         for name in set(left) | set(right):
             a, b = left.get(name), right.get(name)
             env[name] = merge(a, b) if a is not None and b is not None else (a or b or Val())
@@ -177,20 +197,23 @@ class JinjaFlow:
         self.block(node.else_, env, gates)
 
     def note_gates(self, gates: frozenset[Gate]) -> frozenset[Gate]:
-        return self.out.note(gates, control=self.control > 0)
+        return self.out.note(gates, control=self.control > 0, tool=self.tool > 0)
 
     def capture(self, body: list[nodes.Node], env: dict[str, Val], gates: frozenset[Gate]) -> Val:
         """Run `body` and return what it emits as a value (set blocks, macro calls)."""
-        saved = self.out.emits
-        self.out.emits = []
+        saved, saved_dynamic = self.out.emits, self.out.dynamic
+        self.out.emits, self.out.dynamic = [], frozenset()
         self.block(body, env, frozenset())
-        captured, self.out.emits = self.out.emits, saved
+        captured, dynamic = self.out.emits, self.out.dynamic
+        self.out.emits, self.out.dynamic = saved, saved_dynamic | dynamic
         lits = tuple(e.text for e in captured)
         inner: frozenset[Gate] = frozenset().union(*(e.gates for e in captured)) if captured else frozenset()
-        value = "".join(lits) if not inner else UNKNOWN
-        return Val(value, lits, frozenset(), inner | gates)
+        value = "".join(lits) if not (inner or dynamic) else UNKNOWN
+        return Val(value, lits, dynamic, inner | gates)
 
     def assign(self, target: nodes.Node, value: Val, env: dict[str, Val], source: nodes.Node | None) -> None:
+        if self.system:
+            value = system_text(value)
         if isinstance(target, nodes.Name):
             env[target.name] = value
             if isinstance(source, nodes.Call) and isinstance(source.node, nodes.Name):
@@ -214,7 +237,7 @@ class JinjaFlow:
         for lit in value.lits:
             self.out.emit(lit, line, all_gates)
         if value.taint:
-            self.out.gap()
+            self.out.gap(value.taint)
 
     # expressions ----------------------------------------------------------------------------------
     def ev(self, node: nodes.Node, env: dict[str, Val]) -> Val:

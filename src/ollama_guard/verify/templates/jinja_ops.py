@@ -13,11 +13,13 @@ from ollama_guard.verify.templates.flow import (
     MATCH_METHODS,
     MAX_FOLD,
     STANDARD_ROLES,
+    TOOL_ROLES,
     UNKNOWN,
     Gate,
     Val,
     const,
     fold_method,
+    inserts_words,
     is_content,
     join,
     small_count,
@@ -56,7 +58,13 @@ TYPE_TESTS = frozenset(
     }
 )
 LOOP_COUNTS = frozenset({"index", "index0", "revindex", "revindex0", "length", "depth", "depth0"})
-MSG_META = {"role": "role", "tool_calls": "toolcalls", "name": "role", "tool_call_id": "role"}
+MSG_META = {
+    "role": "role",
+    "tool_calls": "toolcalls",
+    "name": "role",
+    "tool_call_id": "role",
+    "tool_responses": "toolresult",
+}
 
 
 def element(seq: Val) -> Val:
@@ -84,9 +92,11 @@ def member(base: Val, attr: str) -> Val:
         kinds.add("content" if attr in ("text", "content") else "parttype")
     if "loop" in t:
         kinds.add("count" if attr in LOOP_COUNTS else "position")
+    if "toolresult" in t:
+        kinds.add("toolcontent" if attr in ("response", "content", "output", "result") else "toolresult")
     if "msgs" in t and attr not in ("length",):
         kinds.add("msgs")
-    for kind in ("content", "tools", "date", "docs", "count"):
+    for kind in ("content", "tools", "date", "docs", "count", "toolcontent"):
         if kind in t:
             kinds.add(kind)
     return Val(UNKNOWN, (), frozenset(kinds), base.gates)
@@ -141,6 +151,10 @@ def trigger(left: Val, right: Val, op: str, label: str, line: int) -> Gate | Non
     """The trigger a comparison of `left` with `right` makes, if any (`label`: the condition as written)."""
     if (is_content(left) and word_bearing(right)) or (is_content(right) and word_bearing(left)):
         return Gate("content", label, line)
+    if ("toolcontent" in left.taint and word_bearing(right)) or (
+        "toolcontent" in right.taint and word_bearing(left)
+    ):
+        return Gate("tool-content", label, line)
     if "date" in left.taint or "date" in right.taint:
         return Gate("date", label, line)
     if "countmod" in left.taint or "countmod" in right.taint:
@@ -151,6 +165,10 @@ def trigger(left: Val, right: Val, op: str, label: str, line: int) -> Gate | Non
         if "role" in a.taint and b.known and isinstance(b.const, str) and b.const.strip():
             if b.const.strip().lower() not in STANDARD_ROLES:
                 return Gate("control-role", label, line)
+            if op == "eq" and b.const.strip().lower() in ("system", "developer"):
+                return Gate("system-role", label, line)
+            if op in ("eq", "ne") and b.const.strip().lower() in TOOL_ROLES:
+                return Gate("tool-role" if op == "eq" else "not-tool-role", label, line)
     if (
         op in ("eq", "ne")
         and ("tools" in left.taint) != ("tools" in right.taint)
@@ -245,7 +263,7 @@ def getitem(flow: JinjaFlow, node: nodes.Getitem, env: dict[str, Val]) -> Val:
             return join(base, result=base.const[key.const])
         except IndexError:
             return Val()
-    return element(base) if not key.taint else join(element(base), key)
+    return element(base).with_gates(key.gates)  # an item picked by a count is an item, not a count
 
 
 def call(flow: JinjaFlow, node: nodes.Call, env: dict[str, Val]) -> Val:
@@ -285,7 +303,7 @@ def call(flow: JinjaFlow, node: nodes.Call, env: dict[str, Val]) -> Val:
         if folded is not UNKNOWN:
             return join(obj, *args, result=folded)
     gates: set[Gate] = set()
-    if meth in MATCH_METHODS or meth == "replace":
+    if meth in MATCH_METHODS or (meth == "replace" and len(args) > 1 and inserts_words(args[0], args[1])):
         for arg in args[:1]:
             gate = trigger(obj, arg, "in", text(node), node.lineno)
             if gate is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ollama_guard.findings import Severity
 from ollama_guard.verify.templates import prose
-from ollama_guard.verify.templates.flow import HARD_KINDS, Analysis, Gate
+from ollama_guard.verify.templates.flow import HARD_KINDS, SOFT_KINDS, Analysis, Gate
 from ollama_guard.verify.templates.normalise import visible
 
 PAYLOAD_CHARS = 400
@@ -72,6 +72,7 @@ def describe(gates: frozenset[Gate] | list[Gate]) -> str:
         "count": "the number of messages",
         "tools": "the tools offered",
         "tool-name": "the name of a tool offered",
+        "tool-content": "a tool result's content",
     }
     parts = sorted({f"{names.get(g.kind, g.kind)}: {g.text} (line {g.line})" for g in gates})
     return "; ".join(parts)
@@ -94,9 +95,21 @@ def judge_analysis(kind: str, source: str, analysis: Analysis, verdict: Verdict 
         verdict.add(Evidence(problem.id, Severity(problem.severity), problem.line, 1, "", "", problem.detail))
     for emit in analysis.emits:
         hard = frozenset(g for g in emit.gates if g.kind in HARD_KINDS)
+        soft = frozenset(g for g in emit.gates if g.kind in SOFT_KINDS)
         judged = prose.judge(emit.text)
         if not judged.prose.strip() and not hard:
             continue
+        if soft and not hard and judged.words >= 1:
+            verdict.add(
+                Evidence(
+                    "triggered-text",
+                    Severity.MEDIUM,
+                    *position(source, emit.line, emit.text),
+                    visible(judged.prose[:PAYLOAD_CHARS]),
+                    describe(soft),
+                    "text that reaches the prompt only when a tool result contains the words",
+                )
+            )
         line, column = position(source, emit.line, emit.text)
         payload = visible(judged.prose[:PAYLOAD_CHARS])
         if hard and judged.words >= 1:

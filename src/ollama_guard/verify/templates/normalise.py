@@ -84,8 +84,9 @@ _CONFUSABLES = {
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
-    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f]"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
+_EMOJI_JOINERS = re.compile("([\u2190-\u2bff\U0001f000-\U0001faff])[\ufe0e\ufe0f\u200d]+")
 _TAG_CHARS = re.compile("[\U000e0020-\U000e007e]+")
 _INNER_COMMENT = re.compile(r"(?<=\w)(?:<!--.*?-->|/\*.*?\*/)(?=\w)", re.S)
 # five or more single letters separated by one space, dot, dash or underscore: "i g n o r e"
@@ -116,9 +117,10 @@ def normalise(text: str) -> Normalised:
     tags = "".join(chr(ord(c) - 0xE0000) for c in "".join(_TAG_CHARS.findall(text)))
     if tags:
         signs.append("unicode-tag-characters")
-    if _INVISIBLE.search(text):
+    bare = _EMOJI_JOINERS.sub(r"\1", text)  # ⚠️, 👨‍💻: variation selector / joiner after a symbol is emoji
+    if _INVISIBLE.search(bare):
         signs.append("invisible-characters")
-        text = _INVISIBLE.sub("", text)
+    text = _INVISIBLE.sub("", text)
     folded = unicodedata.normalize("NFKC", text)
     if folded != text and any(0xFF01 <= ord(c) <= 0xFF5E for c in text):
         signs.append("full-width-text")

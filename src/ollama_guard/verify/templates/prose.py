@@ -18,7 +18,7 @@ from ollama_guard.verify.templates.normalise import Normalised, normalise
 _STRUCTURE = re.compile(
     r"<[|｜][^<>\n]{0,80}?[|｜]>"  # <|im_start|>, <｜User｜>
     r"|<[|｜]?[\w.:\-]{1,40}[|｜]>|<[|｜][\w.:\-]{1,40}>"  # <|channel>, <turn|>
-    r"|</?[A-Za-z_][\w.:\-]{0,40}(?:\s[^<>]{0,200})?/?>"  # <think>, </tool_call>, <start_of_turn>
+    r"|</?\s*[A-Za-z_][\w.:\-]{0,40}(?:\s[^<>]{0,200})?\s*/?>"  # <think>, </tool_call>, <start_of_turn>
     r"|\[/?[A-Z_]{2,30}\]"  # [INST], [/TOOL_CALLS]
     r"|<<\s*/?SYS\s*>>|<\s*/?s\s*>"
     r"|<\|?(?:begin|end)_of_\w+\|?>"
