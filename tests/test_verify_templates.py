@@ -243,7 +243,7 @@ def test_modelfile_parameters() -> None:
 
 
 def test_tool_result_triggers_are_medium() -> None:
-    """Agent templates react to tool output (a warning after failed calls): reported, but not as a backdoor."""
+    """Agent templates react to tool output (a warning after failed calls): reported, not as a backdoor."""
     template = (
         "{% for m in messages %}{% if m.role == 'tool' %}{{ m.content }}{% if 'traceback' in m.content %}"
         "Diagnose the failure and retry.{% endif %}{% elif m.role != 'tool' %}{{ m.content }}{% endif %}"
@@ -260,7 +260,8 @@ def test_system_message_text_is_configuration_not_a_trigger() -> None:
     template = (
         "{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}{% else %}{% set sys = '' %}"
         "{% endif %}{% if 'reasoning' not in sys | lower %}Reasoning: high.{% endif %}"
-        "{% for m in messages %}{{ m.content | replace('Reasoning effort', 'Reasoning strength') }}{% endfor %}"
+        "{% for m in messages %}{{ m.content | replace('Reasoning effort', 'Reasoning strength') }}"
+        "{% endfor %}"
     )
     assert alone(template, "jinja").evidence == []
     go = '{{ if eq .System "bank" }}Answer only in French.{{ end }}{{ .Prompt }}'
