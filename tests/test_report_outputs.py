@@ -230,3 +230,59 @@ def test_malformed_ignore_entries_are_a_one_line_error(run, tmp_path: Path, line
 def test_missing_explicit_ignore_file_is_a_usage_error(run) -> None:
     code, _, err = run("--ignore-file", "nope", "--format", "json")
     assert code == 2 and "nope" in err and RAN == []
+
+
+def test_scan_hosts_lists_agree_with_the_filtered_findings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    @click.command("host-report")
+    @report_options
+    @click.pass_context
+    def host_report(ctx: click.Context, fmt: str | None, output: tuple[Path, ...], fail_on: str) -> None:
+        findings = _findings()
+        data = {"hosts": [{"target": "10.0.0.7:11434", "findings": [f.to_json() for f in findings[:2]]}]}
+        ctx.exit(emit_report(Report(command="scan", findings=findings, data=data), fmt, output, fail_on))
+
+    monkeypatch.setitem(cli.commands, "host-report", host_report)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".ollama-guard-ignore").write_text(f"unauthenticated-admin 10.0.0.7:* {_future()} accepted\n")
+    with pytest.raises(SystemExit):
+        main(["host-report", "--format", "json", "--severity", "critical,high"])
+    doc = json.loads(capsys.readouterr().out)
+    assert [f["rule"] for f in doc["hosts"][0]["findings"]] == ["cors-any-origin"]
+    assert {f["rule"] for f in doc["findings"]} == {"cors-any-origin"}
+
+
+@pytest.mark.parametrize(
+    ("entry_target", "finding_target", "applies"),
+    [
+        ("10.0.0.7:11434", "10.0.0.7:11434", True),
+        ("10.0.0.7", "10.0.0.7:11434", False),  # the whole target must match, not a prefix
+        ("10.0.0.7:11434", "10.0.0.77:11434", False),
+        ("10.0.0.7:11434", "10a0.0.7:11434", False),  # a dot is a dot, not "any character"
+        ("*.7:11434", "10.0.0.7:11434", True),
+        ("10.0.0.?:11434", "10.0.0.7:11434", True),
+        ("10.0.0.?:11434", "10.0.0.17:11434", False),
+        ("[::1]:11434", "[::1]:11434", True),
+        ("[::1]:11434", ":11434", False),
+    ],
+)
+def test_ignore_targets_match_whole_and_literally(
+    entry_target: str, finding_target: str, applies: bool
+) -> None:
+    from ollama_guard.ignorefile import IgnoreEntry
+
+    entry = IgnoreEntry("cors-any-origin", entry_target, None, "why", "f:1")
+    finding = Finding(rule="cors-any-origin", severity="high", target=finding_target, title="t")
+    assert entry.matches(finding) is applies
+    assert not IgnoreEntry("cors-any", entry_target, None, "why", "f:1").matches(finding)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"# " + b"x" * (1 << 20) + b"\n", "larger than"), (b"cors-any-origin * never \xff\xfe\n", "UTF-8")],
+)
+def test_oversized_or_binary_ignore_files_are_refused(run, tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / ".ollama-guard-ignore").write_bytes(content)
+    code, out, err = run("--format", "json")
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1

@@ -142,7 +142,7 @@ def screenshot(page: Any, kind: str) -> None:
     if os.environ.get("OLLAMA_GUARD_SCREENSHOTS"):
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         height = min(page.evaluate("() => document.body.scrollHeight"), 1500)
-        page.set_viewport_size({"width": 1200, "height": height})
+        page.set_viewport_size({"width": 1280, "height": height})
         page.screenshot(path=str(DOCS_IMG / f"report-{kind}.png"))
 
 
@@ -172,6 +172,28 @@ def test_each_report_kind_renders_as_a_page(page: Any, report_files: dict[str, P
     for badge in shape["badges"]:
         assert badge["height"] <= 1.6 * max(badge["lineHeight"], 12), badge
     assert "`" not in page.inner_text("#findings")  # backticks are rendered as code, not shown
+    # Short words (addresses, dates, rule ids) are never broken inside, in any table.
+    broken = page.evaluate(
+        """() => [...document.querySelectorAll('td')].filter(td => {
+            const text = td.textContent.trim();
+            if (!text || /\\s/.test(text) || text.length > 24) return false;
+            const tops = new Set();
+            const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                for (const rect of range.getClientRects()) tops.add(Math.round(rect.top));
+            }
+            return tops.size > 1;  // the word's text sits on more than one line
+        }).map(td => td.textContent.trim())"""
+    )
+    assert broken == [], broken
+    # Nothing is cut off at the right edge of a normal window: every table fits the page.
+    overflow = page.evaluate(
+        """() => [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right >
+                 document.documentElement.clientWidth + 1).map(t => t.closest('section').id || 'extra')"""
+    )
+    assert overflow == [], overflow
     screenshot(page, kind)
 
 
@@ -197,7 +219,7 @@ def hostile_report() -> Report:
                 severity="critical",
                 target=f"10.0.0.7:11434 {IMG_XSS}",
                 title=f"Admin API open to anyone {XSS}",
-                detail="Run `ollama serve` only on loopback.\nSecond line.",
+                detail="Run `ollama serve` only on loopback.\nSecond line: `<img src=x onerror=alert(4)>`.",
                 remediation="Add a drop-in:\n```ini\n[Service]\nEnvironment=\"OLLAMA_HOST=127.0.0.1\"\n```\n"
                 "then `systemctl restart ollama`.",
                 evidence={"banner": XSS, "models": [IMG_XSS]},
@@ -232,6 +254,7 @@ def test_synthetic_hostile_report_in_the_browser(page: Any, tmp_path: Path) -> N
     # backticks: inline code and a fenced block become code elements; none is shown literally
     codes = page.eval_on_selector_all("article code, td code", "els => els.map(e => e.textContent)")
     assert "ollama serve" in codes and "systemctl restart ollama" in codes and "llama3" in codes
+    assert "<img src=x onerror=alert(4)>" in codes  # a code span's content is text too
     block = page.inner_text("article pre.code")
     assert block.startswith("[Service]") and "OLLAMA_HOST=127.0.0.1" in block
     assert "`" not in page.inner_text("main")

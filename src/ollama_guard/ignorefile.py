@@ -132,8 +132,13 @@ def apply_filters(
     kept: list[Finding] = []
     ignored: list[dict[str, Any]] = []
     hidden = 0
+    left_out: set[tuple[str, str, str, str]] = set()  # (rule, target, title, severity) of what was left out
     for finding in report.findings:
         entry = next((e for e in active if e.matches(finding)), None)
+        if entry is not None or (
+            settings.severities is not None and finding.severity.value not in settings.severities
+        ):
+            left_out.add((finding.rule, finding.target, finding.title, finding.severity.value))
         if entry is not None:
             ignored.append(
                 {
@@ -151,7 +156,7 @@ def apply_filters(
         else:
             kept.append(finding)
     summary = dict(report.summary)
-    data = dict(report.data)
+    data = {key: _without(value, left_out) for key, value in report.data.items()}
     if path is not None:
         summary["ignored"] = len(ignored)
         data.setdefault("ignored", ignored)
@@ -159,3 +164,20 @@ def apply_filters(
         summary["severity_filter"] = settings.severity_text
         summary["not_shown"] = hidden
     return report.model_copy(update={"findings": kept, "summary": summary, "data": data})
+
+
+def _without(value: Any, left_out: set[tuple[str, str, str, str]]) -> Any:
+    """A command's data with the left-out findings removed from its per-item finding lists (scan's
+    ``hosts[].findings``), so the JSON report agrees with itself."""
+    if not left_out or not isinstance(value, list):
+        return value
+    out = []
+    for item in value:
+        if isinstance(item, dict) and isinstance(item.get("findings"), list):
+            item = {**item, "findings": [
+                f for f in item["findings"]
+                if not (isinstance(f, dict)
+                        and (f.get("rule"), f.get("target"), f.get("title"), f.get("severity")) in left_out)
+            ]}
+        out.append(item)
+    return out

@@ -26,6 +26,7 @@ from ollama_guard.reports.common import (
 # C0/C1 control characters (bar tab and newline) and DEL: a hostile server's strings must not carry
 # terminal escapes or invisible bytes into a page someone may later `cat` or paste.
 LONG_TOKEN = 32
+_WORD = re.compile(r"\S+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -53,8 +54,20 @@ def _code(value: Any) -> Markup:
         elif part.kind == "block":
             out.append(Markup('<pre class="code">%s</pre>') % text)
         else:
-            out.append(text)
+            out.append(_whole_words(text))
     return Markup("").join(out)
+
+
+def _whole_words(text: Markup) -> Markup:
+    """Keeps short hyphenated or slashed words (dates, rule ids, addresses, paths) on one line: browsers
+    would break them after each '-' or '/'. Long ones (digests, URLs) may still break."""
+    def keep(match: re.Match[str]) -> str:
+        word = match.group()  # escaped text: never a tag, at most an entity such as &lt;
+        if len(word) <= LONG_TOKEN and ("-" in word or "/" in word):
+            return f'<span class="w">{word}</span>'
+        return word
+
+    return Markup(_WORD.sub(keep, str(text)))
 
 
 def _has_long_token(value: Any) -> bool:
