@@ -282,7 +282,9 @@ def test_ignore_targets_match_whole_and_literally(
     ("content", "message"),
     [(b"# " + b"x" * (1 << 20) + b"\n", "larger than"), (b"cors-any-origin * never \xff\xfe\n", "UTF-8")],
 )
-def test_oversized_or_binary_ignore_files_are_refused(run, tmp_path: Path, content: bytes, message: str) -> None:
+def test_oversized_or_binary_ignore_files_are_refused(
+    run, tmp_path: Path, content: bytes, message: str
+) -> None:
     (tmp_path / ".ollama-guard-ignore").write_bytes(content)
     code, out, err = run("--format", "json")
     assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1

@@ -27,6 +27,7 @@ DATA = Path(__file__).parent / "data"
 DOCS_IMG = Path(__file__).parent.parent / "docs" / "img"
 XSS = "<script>window.__pwned = 1; alert('xss')</script>"
 IMG_XSS = "<img src=x onerror=alert(2)>"
+SLASHED_XSS = "<img/src=x/onerror=alert(5)>"  # one short word with '/': kept whole by a span, still text
 KINDS = ("scan", "audit", "verify", "investigate")
 
 
@@ -219,7 +220,8 @@ def hostile_report() -> Report:
                 severity="critical",
                 target=f"10.0.0.7:11434 {IMG_XSS}",
                 title=f"Admin API open to anyone {XSS}",
-                detail="Run `ollama serve` only on loopback.\nSecond line: `<img src=x onerror=alert(4)>`.",
+                detail="Run `ollama serve` only on loopback.\nSecond line: `<img src=x onerror=alert(4)>`. "
+                f"Seen: {SLASHED_XSS}",
                 remediation="Add a drop-in:\n```ini\n[Service]\nEnvironment=\"OLLAMA_HOST=127.0.0.1\"\n```\n"
                 "then `systemctl restart ollama`.",
                 evidence={"banner": XSS, "models": [IMG_XSS]},
@@ -242,7 +244,7 @@ def test_synthetic_hostile_report_in_the_browser(page: Any, tmp_path: Path) -> N
     shape = dom_shape(page)
     assert shape["scripts"] == 0 and shape["images"] == 0 and not shape["pwned"]
     text = visible_text(page)
-    assert XSS in text.replace("\n", "") and IMG_XSS in text
+    assert XSS in text.replace("\n", "") and IMG_XSS in text and SLASHED_XSS in text
     assert "&lt;" not in text
     # the lead section and the trailing one are tables
     assert {"Hosts " + XSS, "Parse statistics"} <= {t["section"] for t in shape["tables"]}

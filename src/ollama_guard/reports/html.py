@@ -48,7 +48,7 @@ def _code(value: Any) -> Markup:
     """Escapes a finding text and shows its `code spans` and ```fenced blocks``` as code elements."""
     out = []
     for part in text_parts(str(value)):
-        text = escape(_visible(part.text))
+        text = _visible(part.text)
         if part.kind == "code":
             out.append(Markup("<code>%s</code>") % text)
         elif part.kind == "block":
@@ -58,16 +58,21 @@ def _code(value: Any) -> Markup:
     return Markup("").join(out)
 
 
-def _whole_words(text: Markup) -> Markup:
-    """Keeps short hyphenated or slashed words (dates, rule ids, addresses, paths) on one line: browsers
-    would break them after each '-' or '/'. Long ones (digests, URLs) may still break."""
-    def keep(match: re.Match[str]) -> str:
-        word = match.group()  # escaped text: never a tag, at most an entity such as &lt;
+def _whole_words(text: str) -> Markup:
+    """Escapes prose, keeping short hyphenated or slashed words (dates, rule ids, addresses, paths) on
+    one line: browsers would break them after each '-' or '/'. Long ones (digests, URLs) may still break."""
+    out = []
+    pos = 0
+    for match in _WORD.finditer(text):
+        out.append(escape(text[pos : match.start()]))
+        word = match.group()
         if len(word) <= LONG_TOKEN and ("-" in word or "/" in word):
-            return f'<span class="w">{word}</span>'
-        return word
-
-    return Markup(_WORD.sub(keep, str(text)))
+            out.append(Markup('<span class="w">%s</span>') % word)
+        else:
+            out.append(escape(word))
+        pos = match.end()
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
 
 
 def _has_long_token(value: Any) -> bool:
