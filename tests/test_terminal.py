@@ -165,3 +165,16 @@ def test_the_table_wraps_on_an_80_column_terminal(tmp_path: Path) -> None:
     for raw_value in ("False", "True", "[]", "{'", '{"'):
         assert raw_value not in summary, raw_value
     assert "`" not in text  # backticks are markup, shown plain
+
+
+def test_advisories_table_is_never_cropped_on_80_columns(tmp_path: Path) -> None:
+    code, raw = run_in_terminal("advisories", "--version", "0.1.33", cwd=tmp_path, columns=80)
+    text = screen_text(raw)
+    assert code == 0, text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    argv = [sys.executable, "-m", "ollama_guard", "advisories", "--version", "0.1.33", "--format", "json"]
+    doc = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    words = set(text.split())
+    for advisory in doc:
+        assert advisory["id"] in words
+        assert set(advisory["title"].split()) <= words, advisory["title"]  # every word of every title

@@ -29,6 +29,13 @@ def render_advisories_json(advisories: list[Advisory]) -> str:
     return json.dumps([a.to_json() for a in advisories], indent=2, ensure_ascii=False) + "\n"
 
 
+WIDE = 110  # narrower terminals get the advisories as blocks
+
+
+def _fixed(a: Advisory) -> str:
+    return a.fixed or (f"none listed (likely {a.likely_fixed})" if a.likely_fixed else "none")
+
+
 def render_advisories_table(advisories: list[Advisory], version: OllamaVersion | None) -> str:
     width = shutil.get_terminal_size((120, 24)).columns if stdout_is_terminal() else 120
     buf = StringIO()
@@ -42,15 +49,26 @@ def render_advisories_table(advisories: list[Advisory], version: OllamaVersion |
         )
     else:
         caption = f"{len(advisories)} advisories affect Ollama {version}"
+    if width < WIDE:  # too narrow for six columns: one block per advisory, nothing cropped
+        from ollama_guard.findings import ReportSection
+        from ollama_guard.reports.table import section_renderable
+
+        rows = [[a.id, a.severity.value, a.affected, _fixed(a), a.title, "\n".join(a.references)]
+                for a in advisories]
+        columns = ["ID", "Severity", "Affected", "Fixed", "Title", "References"]
+        section = ReportSection(title="Ollama advisories", columns=columns, rows=rows)
+        console.print(section_renderable(section, width))
+        console.print(Text(caption, style="italic"))
+        return buf.getvalue()
     table = Table(title="Ollama advisories", caption=caption, show_lines=True, expand=False)
     table.add_column("ID", no_wrap=True)
     table.add_column("Severity", no_wrap=True)
     table.add_column("Affected", max_width=14)
     table.add_column("Fixed", max_width=12)
-    table.add_column("Title", ratio=3, min_width=24)
+    table.add_column("Title", ratio=3, min_width=24, overflow="fold")
     table.add_column("Reference", ratio=2, overflow="fold")
     for a in advisories:
-        fixed = a.fixed or (f"none listed (likely {a.likely_fixed})" if a.likely_fixed else "none")
+        fixed = _fixed(a)
         more = len(a.references) - 1
         reference = a.url + (f"\n(+{more} more in --format json)" if more > 0 else "")
         table.add_row(

@@ -133,7 +133,7 @@ def render_table(report: Report, *, width: int | None = None, color: bool | None
     header = Text(f"{TOOL_NAME} {TOOL_VERSION} — {report.command}", style="bold")
     console.print(Panel(Group(header, _summary(report)), expand=True))
     for section in report.lead_sections():
-        console.print(_section(section, width))
+        console.print(section_renderable(section, width))
     findings = report.sorted_findings()
     if not findings:
         console.print(Text("No findings.", style="green bold"))
@@ -142,7 +142,7 @@ def render_table(report: Report, *, width: int | None = None, color: bool | None
     else:
         console.print(_findings_blocks(findings))
     for section in report.trailing_sections():
-        console.print(_section(section, width))
+        console.print(section_renderable(section, width))
     return buf.getvalue()
 
 
@@ -160,7 +160,9 @@ def _fits(section: ReportSection, rows: list[list[str]], width: int) -> bool:
     return need <= width
 
 
-def _section(section: ReportSection, width: int) -> RenderableType:
+def section_renderable(section: ReportSection, width: int) -> RenderableType:
+    """A table of the section when its columns fit `width` with their longest words whole, else its rows
+    stacked (column name, value)."""
     rows = _cells(section)
     title = _clean(section.title)
     if _fits(section, rows, width):
