@@ -66,7 +66,7 @@ def planted_root(root: Path) -> Path:
     _write(
         root,
         "etc/environment",
-        f'PATH="/usr/bin:/bin"\nOLLAMA_HOST=0.0.0.0\nGITHUB_TOKEN={secret(10)}\n'
+        f'PATH="/usr/bin:/bin"\nOLLAMA_HOST=http://admin:{secret(22)}@0.0.0.0:11434\nGITHUB_TOKEN={secret(10)}\n'
         f"HTTPS_PROXY=http://u:{secret(11)}@proxy:3128\n",
     )
     _write(root, "etc/default/ollama", f"OLLAMA_ORIGINS=*\nPASSWORD={secret(12)}\n")
@@ -130,6 +130,13 @@ def test_redaction_rules_keep_what_matters() -> None:
     assert redact_text("--secret hunter2 --port 5") == f"--secret {REDACTED} --port 5"
     assert redact_text("key og_0123456789abcdef_" + "A" * 43) == f"key {REDACTED}"
     assert redact_text("--tokens-per-day 100 PWD=/srv") == "--tokens-per-day 100 PWD=/srv"
+    # a quoted assignment runs to its closing quote, whatever it holds
+    assert (
+        redact_text('Environment="DB_PASSWORD=a=b c:d" "X=1"')
+        == f'Environment="DB_PASSWORD={REDACTED}" "X=1"'
+    )
+    assert redact_text("GOOGLE_CREDENTIALS=/x.json") == f"GOOGLE_CREDENTIALS={REDACTED}"
+    assert redact_text("auth://host:1/x") == "auth://host:1/x"  # a URL scheme, not an assignment
     assert redact_argv(["x", "--password", "p", "--db=postgresql://u:p@h/d", "TOKEN=t", "serve"]) == [
         "x",
         "--password",

@@ -98,11 +98,14 @@ DAMAGE = [
     ("negative concurrency", {"concurrency": -1}),
     ("token budget 0", {"tokens_per_day": 0}),
     ("empty hash", {"secret_hash": ""}),
+    ("short hash", {"secret_hash": "00ff"}),
 ]
 
 
 @pytest.mark.parametrize("values", [v for _, v in DAMAGE], ids=[i for i, _ in DAMAGE])
-async def test_a_damaged_key_row_refuses_that_key_only(tmp_path: Path, values: dict[str, Any]) -> None:
+async def test_a_damaged_key_row_refuses_that_key_only(
+    tmp_path: Path, values: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     engine = create_engine_for(f"sqlite:///{tmp_path / 'g.db'}")
     await init_schema(engine)
     store = KeyStore(engine, SECRET)
@@ -113,8 +116,11 @@ async def test_a_damaged_key_row_refuses_that_key_only(tmp_path: Path, values: d
     auth = KeyAuthenticator(engine, SECRET)
     await auth.start()
     try:
-        assert await auth.authenticate(bad_token) is None
-        assert await auth.authenticate(good_token) is not None  # one bad row does not lock out the rest
+        with caplog.at_level("WARNING", logger="ollama_guard.gateway.keys"):
+            assert await auth.authenticate(bad_token) is None
+            assert await auth.authenticate(good_token) is not None  # one bad row does not lock out the rest
+            # the operator is told which key is refused, and why
+            assert any("'damaged'" in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
     finally:
         await auth.close()
     listed = {k.name: k for k in await store.list()}
@@ -320,3 +326,20 @@ async def test_update_never_widens_a_grant_from_a_missing_or_empty_list(tmp_path
         assert key.models == ("llama3",)
     finally:
         await engine.dispose()
+
+
+def test_a_row_without_a_revoked_flag_is_not_an_active_key() -> None:
+    """The column is NOT NULL today; a row from elsewhere (a hand edit, another schema) must still fail
+    closed: shown as damaged, never usable."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from ollama_guard.gateway.keys import _row_to_key
+
+    row = SimpleNamespace(
+        id="0123456789abcdef", name="k", role="admin", models='["*"]', rpm=None, concurrency=None,
+        tokens_per_day=None, created_at=datetime.now(UTC).replace(tzinfo=None), expires_at=None,
+        revoked=None, revoked_at=None,
+    )  # fmt: skip
+    key = _row_to_key(row)
+    assert not key.is_usable() and key.damaged and "revoked" in key.damaged
