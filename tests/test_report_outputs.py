@@ -174,7 +174,7 @@ def test_default_ignore_file_in_the_working_directory(run, tmp_path: Path) -> No
     assert ("cors-any-origin", "[::1]:11434") not in left  # brackets are literal, not a glob class
     assert ("cors-any-origin", "10.0.0.7:11434") in left
     assert doc["summary"]["ignored"] == 2 and doc["summary"]["critical"] == 0
-    assert {i["reason"] for i in doc["ignored"]} == {"lab box behind the edge firewall (CHG-1)",
+    assert {i["ignored"]["reason"] for i in doc["ignored"]} == {"lab box behind the edge firewall (CHG-1)",
                                                      "loopback only, reviewed"}
     assert code == 1  # the high one that is left still fails
 
@@ -288,3 +288,24 @@ def test_oversized_or_binary_ignore_files_are_refused(
     (tmp_path / ".ollama-guard-ignore").write_bytes(content)
     code, out, err = run("--format", "json")
     assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_sarif_keeps_accepted_findings_as_suppressed_results(run, tmp_path: Path) -> None:
+    import jsonschema
+
+    (tmp_path / ".ollama-guard-ignore").write_text(
+        f"unauthenticated-admin 10.0.0.7:* {_future()} lab box behind the edge firewall (CHG-1)\n"
+    )
+    code, _, err = run("-o", "r.sarif")
+    assert code == 1 and "(1 ignored)" in err
+    doc = json.loads((tmp_path / "r.sarif").read_text())
+    schema = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.validate(doc, schema)
+    results = doc["runs"][0]["results"]
+    suppressed = [r for r in results if r.get("suppressions")]
+    assert [r["ruleId"] for r in suppressed] == ["unauthenticated-admin"]
+    assert suppressed[0]["suppressions"][0]["kind"] == "external"
+    assert suppressed[0]["suppressions"][0]["justification"] == "lab box behind the edge firewall (CHG-1)"
+    assert len(results) == 5 and sum(1 for r in results if not r.get("suppressions")) == 4
+    rules = doc["runs"][0]["tool"]["driver"]["rules"]
+    assert rules[suppressed[0]["ruleIndex"]]["id"] == "unauthenticated-admin"

@@ -11,8 +11,9 @@ RULE and TARGET are globs where only ``*`` (any text) and ``?`` (one character) 
 ``[::1]:11434`` means itself; a TARGET with spaces is written in double quotes. EXPIRES is a date
 (the entry applies through that day, UTC) or ``never``; an expired entry no longer applies and is
 reported on stderr, so an acceptance cannot outlive its review silently. A REASON is required.
-Ignored findings leave the report and the exit code; the summary counts them and the JSON report lists
-them under ``ignored``.
+Ignored findings leave the report and the exit code; the summary counts them, the JSON report lists
+them under ``ignored`` (each finding with its ``ignored`` reason, expiry and entry) and SARIF keeps them
+as suppressed results (``suppressions``: external, accepted, with the reason), as code scanning expects.
 """
 
 from __future__ import annotations
@@ -140,17 +141,12 @@ def apply_filters(
         ):
             left_out.add((finding.rule, finding.target, finding.title, finding.severity.value))
         if entry is not None:
-            ignored.append(
-                {
-                    "rule": finding.rule,
-                    "severity": finding.severity.value,
-                    "target": finding.target,
-                    "title": finding.title,
-                    "reason": entry.reason,
-                    "expires": entry.expires.isoformat() if entry.expires else "never",
-                    "entry": entry.source,
-                }
-            )
+            acceptance = {
+                "reason": entry.reason,
+                "expires": entry.expires.isoformat() if entry.expires else "never",
+                "entry": entry.source,
+            }
+            ignored.append({**finding.to_json(), "ignored": acceptance})
         elif settings.severities is not None and finding.severity.value not in settings.severities:
             hidden += 1
         else:

@@ -111,16 +111,39 @@ def _message(finding: Finding) -> str:
     return text
 
 
+def _accepted(report: Report) -> list[tuple[Finding, dict[str, Any]]]:
+    """Findings left out by the ignore file (ollama_guard.ignorefile), with their acceptance."""
+    out = []
+    for item in report.data.get("ignored") or []:
+        if isinstance(item, dict) and isinstance(item.get("ignored"), dict):
+            fields = {k: v for k, v in item.items() if k in Finding.model_fields}
+            out.append((Finding.model_validate(fields), item["ignored"]))
+    return out
+
+
+def _suppression(acceptance: dict[str, Any]) -> dict[str, Any]:
+    reason = str(acceptance.get("reason", ""))
+    where = acceptance.get("entry")
+    expires = acceptance.get("expires")
+    return {
+        "kind": "external",
+        "status": "accepted",
+        "justification": reason,
+        "properties": {"expires": str(expires), "entry": str(where)},
+    }
+
+
 def sarif_document(report: Report) -> dict[str, Any]:
     findings = report.sorted_findings()
+    accepted = _accepted(report)
     by_rule: dict[str, list[Finding]] = {}
-    for f in findings:
+    for f in [*findings, *(f for f, _ in accepted)]:
         by_rule.setdefault(f.rule, []).append(f)
     rule_ids = sorted(by_rule)
     rule_index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
     results = []
-    for f in findings:
-        results.append(
+    for f, acceptance in [*((f, None) for f in findings), *accepted]:
+        result: dict[str, Any] = (
             {
                 "ruleId": f.rule,
                 "ruleIndex": rule_index[f.rule],
@@ -138,6 +161,9 @@ def sarif_document(report: Report) -> dict[str, Any]:
                 },
             }
         )
+        if acceptance is not None:
+            result["suppressions"] = [_suppression(acceptance)]
+        results.append(result)
     run: dict[str, Any] = {
         "tool": {
             "driver": {
