@@ -178,3 +178,12 @@ def test_advisories_table_is_never_cropped_on_80_columns(tmp_path: Path) -> None
     for advisory in doc:
         assert advisory["id"] in words
         assert set(advisory["title"].split()) <= words, advisory["title"]  # every word of every title
+
+
+def test_global_no_color_reaches_every_command(tmp_path: Path) -> None:
+    _, coloured = run_in_terminal("advisories", "--version", "0.1.33", cwd=tmp_path, columns=140)
+    assert COLOUR.search(coloured), "the coloured run shows no colour: the test could not fail"
+    code, plain = run_in_terminal("--no-color", "advisories", "--version", "0.1.33", cwd=tmp_path,
+                                  columns=140)
+    assert code == 0 and "CVE-2024-37032" in plain
+    assert not COLOUR.search(plain), COLOUR.findall(plain)[:5]

@@ -49,11 +49,14 @@ class LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, "--version", prog_name="ollama-guard", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option("--no-color", is_flag=True, help="No colour in any command's output (the same as NO_COLOR=1).")
+def cli(no_color: bool) -> None:
     """Find, fix and watch Ollama deployments.
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 usage error or failure to run.
     """
+    if no_color:  # rich honours NO_COLOR in every console created from here on (tables, bars, help)
+        os.environ["NO_COLOR"] = "1"
 
 
 def main(argv: list[str] | None = None) -> None:
