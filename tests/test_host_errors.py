@@ -134,3 +134,40 @@ def test_harden_into_an_unwritable_directory(
     assert code == 2 and stdout == ""
     line = one_human_line(err)
     assert str(out) in line and "Read-only file system" in line and "--out" in line
+
+
+DEEP_YAML = "services:\n  ollama:\n    environment: " + "[" * 1100 + "]" * 1100 + "\n"
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+DEEP_TOML = "[gateway]\nupstream = " + "[" * 100_000 + "]" * 100_000 + "\n"
+
+
+def test_hostile_nesting_in_files_audit_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Files inside an audited root are the attacker's: nesting thousands deep (Python's RecursionError)
+    is skipped with a note, not a crash; the same file given with --compose is one line, exit 2."""
+    root = tmp_path / "root"
+    for rel, text in (
+        ("srv/app/compose.yaml", DEEP_YAML),
+        ("etc/docker/daemon.json", DEEP_JSON),
+        ("etc/ollama-guard/config.toml", DEEP_TOML),
+        ("root/.ollama/server.json", DEEP_JSON),
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/ollama.service").write_text("[Service]\nExecStart=/usr/bin/ollama serve\n")
+    code, out, err = run_cli(capsys, "audit", "--root", str(root), "--format", "json", "--fail-on", "never")
+    assert code == 0, err
+    assert "/srv/app/compose.yaml: nested too deeply to read (skipped)" in out
+    code, out, err = run_cli(capsys, "audit", "--compose", str(root / "srv/app/compose.yaml"))
+    assert code == 2 and out == ""
+    assert "nested too deeply" in one_human_line(err)
+
+
+def test_hostile_nesting_in_the_gateway_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: None
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(DEEP_TOML)
+    code, out, err = run_cli(capsys, "keys", "list", "--config", str(config))
+    assert code == 2 and out == ""
+    assert str(config) in one_human_line(err)

@@ -214,7 +214,7 @@ def write_plan(result: AuditResult, out: Path) -> Plan:
         current = fs.read_text(path)
         try:
             loaded = json.loads(current) if current else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             loaded = {}
         settings = loaded if isinstance(loaded, dict) else {}
         settings["disable_ollama_cloud"] = True

@@ -238,6 +238,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise GuardError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise GuardError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise GuardError(f"config file {path} is nested too deeply to be a gateway configuration") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; say where, not Python's codec message
         raise GuardError(
             f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded); "

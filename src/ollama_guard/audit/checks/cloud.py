@@ -29,7 +29,7 @@ def server_json_disables_cloud(ctx: AuditContext, home: str | None) -> tuple[boo
         return False, None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False, path
     return isinstance(data, dict) and data.get("disable_ollama_cloud") is True, path
 

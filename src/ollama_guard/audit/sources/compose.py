@@ -281,7 +281,7 @@ def load_compose_file(
     where: dict[str, list[tuple[str, list[str]]]] = {}
     for fpath, ftext in files:
         try:
-            doc = load_yaml(ftext)
+            doc = _interpolate(load_yaml(ftext), variables)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" line {mark.line + 1}" if mark is not None else ""
@@ -289,7 +289,11 @@ def load_compose_file(
                 raise InputError(f"compose file {fpath} is not valid YAML{at}") from None
             notes.append(f"{fpath}: not valid YAML{at}")
             continue
-        doc = _interpolate(doc, variables)
+        except RecursionError:  # a hostile file nested thousands deep: not a Compose file we can judge
+            if strict:
+                raise InputError(f"compose file {fpath} is nested too deeply to read") from None
+            notes.append(f"{fpath}: nested too deeply to read (skipped)")
+            continue
         svc_map = doc.get("services") if isinstance(doc, dict) else None
         if not isinstance(svc_map, dict):
             continue

@@ -21,7 +21,7 @@ def daemon_default_ip(fs: RootFS) -> str:
         return ""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     value = data.get("ip") if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
@@ -100,7 +100,7 @@ def collect(fs: RootFS) -> tuple[list[Instance], list[str]]:
         return [], ["docker: `docker inspect` failed (skipped)"]
     try:
         infos = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return [], ["docker: unreadable `docker inspect` output"]
     default_ip = daemon_default_ip(fs)
     out = [inst for info in infos if isinstance(info, dict) if (inst := _instance(info, default_ip))]

@@ -30,7 +30,7 @@ def collect(fs: RootFS, homes: list[str]) -> GatewayPresence:
         text = fs.read_text(path) or ""
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             continue
         section = data.get("gateway")
         if not isinstance(section, dict):

@@ -46,7 +46,7 @@ def from_api(port: int) -> VersionObservation | None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             data = json.loads(resp.read(4096))
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError, RecursionError, urllib.error.URLError):
         return None
     version = data.get("version") if isinstance(data, dict) else None
     if not isinstance(version, str) or not version:
