@@ -31,7 +31,7 @@ def replicas(decoy: DecoyProcess,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
     work = tmp_path_factory.mktemp("gw")
     db = f"sqlite:///{work / 'guard.db'}"
-    keys = create_keys(db, [KeySpec("reader", "read")])
+    keys = create_keys(db, [KeySpec("reader", "read"), KeySpec("admin", "admin")])
     with start_gateway(work, decoy.url, db_url=db, config_toml=CONFIG) as a, \
             start_gateway(work, decoy.url, db_url=db, config_toml=CONFIG) as b:
         a.keys = b.keys = keys
@@ -193,3 +193,19 @@ def test_watch_bans_high_findings_on_every_replica(
     assert code == 2 and "--ban needs the gateway database" in err
     code, _, err = run_cli(capsys, "watch", str(log), "--once", "--ban", "--db", f"sqlite:///{tmp_path}/no.db")
     assert code == 2 and "no gateway database" in err
+
+
+def test_metrics_count_refusals_and_bans(replicas: tuple[Gateway, Gateway]) -> None:
+    """What deploy/prometheus/ollama-guard.rules.yml alerts on is exported by a running gateway."""
+    a, _ = replicas
+    for _ in range(20):
+        call(a, "/api/tags", "203.0.113.201", key=None)
+    req = urllib.request.Request(a.url + "/-/metrics", headers={"Authorization": f"Bearer {a.keys['admin']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['ollama_guard_refusals_total{reason="no-key"}'] >= 20
+    assert values["ollama_guard_auto_bans_total"] >= 1
+    assert values["ollama_guard_bans_active"] >= 1
+    assert "ollama_guard_audit_backlog" in values

@@ -41,6 +41,10 @@ def every_rule_log() -> list[str]:
               gin(at + timedelta(seconds=21), "198.51.100.5", "POST", "/api/me", 200, "1ms")]
     lines += [gin(at + timedelta(seconds=i), "198.51.100.6", "GET", "/api/tags", 401, ms) for i in range(10)]
     lines.sort(key=lambda line: line[6:27] if line.startswith("[GIN]") else "")
+    # restarted on loopback, and still answering someone from elsewhere (a tunnel)
+    lines.append('time=2024-08-19T15:00:00.000Z level=INFO source=routes.go:1 '
+                 'msg="Listening on 127.0.0.1:11434 (version 0.3.5)"')
+    lines.append(gin(T + timedelta(hours=1, seconds=5), "198.51.100.200", "POST", "/api/chat", 200, "2s"))
     lines += (LOGS / "crash_cve_2025_1975.log").read_text(encoding="utf-8").splitlines()
     return lines
 

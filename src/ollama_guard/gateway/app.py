@@ -115,6 +115,7 @@ class GatewayApp:
                 await self._pipeline(req)
         except Refusal as refusal:
             facts.status, facts.reason, facts.decision = refusal.status, refusal.reason, "deny"
+            self.metrics.refusals.labels(refusal.reason).inc()
             autoban = getattr(self.services, "autoban", None)
             if autoban is not None:
                 autoban.refused(req, refusal)
@@ -146,6 +147,13 @@ class GatewayApp:
         bans = getattr(self.services, "bans", None)
         if bans is not None:
             self.client.banned = bans.is_banned
+            self.metrics.bans_active.set_function(lambda: bans.count)
+        autoban = getattr(self.services, "autoban", None)
+        if autoban is not None:
+            autoban.on_ban = self.metrics.auto_bans.inc
+        audit = getattr(self.services, "audit", None)
+        if audit is not None and hasattr(audit, "backlog"):
+            self.metrics.audit_backlog.set_function(lambda: audit.backlog)
         await self.upstream.start()
         await self.judges.start()
         # Long-lived start-up objects need no more cyclic-GC passes; the request path allocates many

@@ -51,6 +51,7 @@ class AutoBan:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self.banned = 0
+        self.on_ban: Callable[[], None] | None = None  # metrics
 
     def refused(self, req: Request, refusal: Refusal) -> None:
         """Called for every refusal; counts the ones that are authentication failures."""
@@ -105,6 +106,8 @@ class AutoBan:
 
     def _ban(self, client: str) -> None:
         self.banned += 1
+        if self.on_ban is not None:
+            self.on_ban()
         reason = f"{self.threshold} authentication failures within {self.window:g} s"
         log.warning("auto-banned %s for %g min: %s", client, self.minutes, reason)
         self.bans.ban_locally(client, self.minutes)

@@ -222,6 +222,10 @@ class BanList:
     def healthy(self) -> bool:
         return self.last_error is None
 
+    @property
+    def count(self) -> int:
+        return len(self._exact) + len(self._nets)
+
     def is_banned(self, client: str) -> bool:
         if not self._exact and not self._nets:
             return False

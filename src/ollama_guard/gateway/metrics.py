@@ -57,6 +57,29 @@ class GatewayMetrics:
             "Audit records that could not be queued.",
             registry=self.registry,
         )
+        # refusals by the audit log's reason (a fixed set of code constants: bounded), automatic bans,
+        # and two values read when scraped (set by the app once its services exist)
+        self.refusals = Counter(
+            "ollama_guard_refusals",
+            "Requests refused by the gateway, by reason (no-key, bad-key, route-not-allowed, …).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.auto_bans = Counter(
+            "ollama_guard_auto_bans",
+            "Client addresses banned automatically after repeated authentication failures.",
+            registry=self.registry,
+        )
+        self.audit_backlog = Gauge(
+            "ollama_guard_audit_backlog",
+            "Audit records queued in memory, not yet written to the database.",
+            registry=self.registry,
+        )
+        self.bans_active = Gauge(
+            "ollama_guard_bans_active",
+            "Banned addresses and networks in force, as this process last read them.",
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
 

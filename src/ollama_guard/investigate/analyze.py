@@ -103,7 +103,7 @@ def analyze(
         )
     for source in sources:
         stats = analysis.stats.setdefault(source.name, ParseStats())
-        parser = LineParser(source.name, tz, stats)
+        parser = LineParser(source.name, tz, stats, zone_hint=source.zone_hint())
         base = 0
         before = file_state(source.path)
         minute_cache: dict[str, int | None] = {}
@@ -119,10 +119,10 @@ def analyze(
                 if event is not None:
                     engine.feed(event)
             for client, counts in block.counts.items():
-                first = _gin_time(block.first.get(client), tz)
-                last = _gin_time(block.last.get(client), tz)
+                first = _gin_time(block.first.get(client), parser.tz)  # the zone the parser settled on
+                last = _gin_time(block.last.get(client), parser.tz)
                 engine.add_tally(client, first, last, counts, source.name,
-                                 _minutes(block.minutes.get(client), tz, minute_cache))
+                                 _minutes(block.minutes.get(client), parser.tz, minute_cache))
                 n = sum(counts.values())
                 stats.requests += n
                 stats.recognised += n
@@ -134,8 +134,8 @@ def analyze(
                 stats.requests += block.dropped_before_since
                 stats.recognised += block.dropped_before_since
                 if block.dropped_span is not None:
-                    stats.see(_gin_time(block.dropped_span[0], tz))
-                    stats.see(_gin_time(block.dropped_span[1], tz))
+                    stats.see(_gin_time(block.dropped_span[0], parser.tz))
+                    stats.see(_gin_time(block.dropped_span[1], parser.tz))
             stats.lines += block.lines - len(block.slow)
             base += block.lines
             if on_progress is not None:

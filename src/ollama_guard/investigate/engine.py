@@ -441,7 +441,7 @@ class Engine:
         self.configs: list[dict[str, Any]] = []
         self.versions: dict[str, str] = {}
         self.crashes = 0
-        self._match_cache: dict[tuple[str, str, str, int, str], list[_Plan]] = {}
+        self._match_cache: dict[tuple[str, str, str, int, str, str], list[_Plan]] = {}
         self._fed = 0
         self.touched: set[tuple[str, str]] = set()  # (rule, target) of findings changed since cleared
         self._max_window = [max((c.seconds for c in r.correlate), default=0.0) for r in rules]
@@ -570,7 +570,7 @@ class Engine:
         """What to do for each rule whose select matches (cached for requests: few distinct shapes)."""
         if event.kind != REQUEST:
             return self._plans(event, client_class)
-        key = (client_class, event.method, event.path, event.status, event.decision)
+        key = (client_class, event.method, event.path, event.status, event.decision, event.bind)
         hit = self._match_cache.get(key)
         if hit is None:
             hit = self._plans(event, client_class)
@@ -581,7 +581,8 @@ class Engine:
 
     def _plans(self, event: Event, client_class: str) -> list[_Plan]:
         """For a request, everything here depends only on the match-cache key (class, method, path,
-        status, decision): the select, the severity (``adjust`` selects) and which sequence steps match."""
+        status, decision, bind): the select, the severity (``adjust`` selects) and which sequence steps
+        match."""
         plans = []
         for index, rule in enumerate(self.rules):
             if not rule.select.matches(event, client_class):

@@ -40,6 +40,7 @@ class Event:
     key_id: str = ""
     decision: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    bind: str = ""  # requests: the server's bind per its last config/Listening line (loopback, exposed)
 
     @property
     def where(self) -> str:

@@ -35,8 +35,8 @@ _NUMPY_TRIED = False
 
 PAD = 160  # zero bytes after the data so fixed-offset gathers never leave the buffer
 MARKERS = (b"server config", b"Listening on", b"part(s)", b"panic: ", b"fatal error: ", b"SIG",
-           b"Main process exited")
-CRASH_MARKERS = (b"panic: ", b"fatal error: ", b"SIG", b"Main process exited")
+           b"Main process exited", b"[running]:", b"OLLAMA_")  # OLLAMA_: a wrapped config line's rest
+CRASH_MARKERS = (b"panic: ", b"fatal error: ", b"SIG", b"Main process exited", b"[running]:")
 CONTEXT_BACK_LINES = 200  # how far back (in lines) a crash looks for the requests before it
 CONTEXT_REQUESTS = 5
 TRACE_LINES = 40

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
 from urllib.parse import urlsplit
 
 from ollama_guard.investigate.events import CONFIG, CRASH, LISTENING, REQUEST, TRANSFER, Event
@@ -43,6 +44,7 @@ class ParseStats:
     blank: int = 0  # empty lines (neither recognised nor not)
     first_time: datetime | None = None
     last_time: datetime | None = None
+    notes: list[str] = field(default_factory=list)  # what could not be read whole (cut config lines, …)
 
     def merge(self, other: ParseStats) -> None:
         self.lines += other.lines
@@ -52,6 +54,7 @@ class ParseStats:
         self.blank += other.blank
         room = MAX_MALFORMED_SAMPLES - len(self.malformed_samples)
         self.malformed_samples.extend(other.malformed_samples[:room])
+        self.notes.extend(other.notes[: MAX_MALFORMED_SAMPLES - len(self.notes)])
         self.see(other.first_time)
         self.see(other.last_time)
 
@@ -67,6 +70,10 @@ class ParseStats:
     def unrecognised(self) -> int:
         """Lines that are not Ollama log output (malformed access lines included), blank ones excepted."""
         return max(0, self.lines - self.recognised - self.blank)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < MAX_MALFORMED_SAMPLES:
+            self.notes.append(text[:300])
 
     def bad(self, where: str, text: str) -> None:
         self.malformed += 1
@@ -116,7 +123,8 @@ def config_facts(env: dict[str, str]) -> tuple[dict[str, bool], dict[str, str]]:
 class LineParser:
     """Parses the lines of one source in order."""
 
-    def __init__(self, source: str, tz: tzinfo, stats: ParseStats | None = None) -> None:
+    def __init__(self, source: str, tz: tzinfo, stats: ParseStats | None = None,
+                 zone_hint: tzinfo | None = None) -> None:
         self.source = source
         self.tz = tz
         self.stats = stats or ParseStats()
@@ -129,6 +137,14 @@ class LineParser:
         self._clock: dict[str, timedelta] = {}  # gin stamp's "HH:MM:SS" → offset from midnight
         self._trace: list[str] | None = None
         self._trace_left = 0
+        self._trace_kind = ""
+        self._cut_config: tuple[str, int, int] | None = None  # a cut config line: (text so far, first, last)
+        self._prefixed = False  # the line being parsed had a collector prefix
+        self.bind = ""  # "loopback" / "exposed" per the last config or Listening line; "" unknown
+        self._infer_zone = tz.utcoffset(datetime(2000, 1, 1)) == timedelta(0) and tz.utcoffset(
+            datetime(2000, 7, 1)) == timedelta(0)
+        if self._infer_zone and zone_hint is not None:  # the offset of the source's first slog line:
+            self.tz = zone_hint  # gin lines before it are in that zone too
 
     def parse(self, text: str, lineno: int, context: list[tuple[int, str]] | None = None) -> Event | None:
         """One line (without its newline). Returns an Event for lines that matter, else None.
@@ -157,6 +173,7 @@ class LineParser:
                 return None
             return self._request(msg, lineno, fields)
         traced = stats.recognised
+        self._prefixed = msg is not text
         event = self._other(msg, lineno, prefix_time)
         if event is not None:
             stats.recognised += 1
@@ -186,8 +203,10 @@ class LineParser:
         stats.recognised += 1
         stats.see(when)
         self.recent_requests.append((when, lineno, msg))
+        self._cut_config = None
         # positional: kind, time, source, line, raw, client, method, path, query, status, latency
-        return Event(REQUEST, when, self.source, lineno, msg, client, method, path, query, status, latency)
+        return Event(REQUEST, when, self.source, lineno, msg, client, method, path, query, status, latency,
+                     bind=self.bind)
 
     def _aware_time(self, stamp: str) -> datetime:
         """The aware time of a gin stamp that ``parse_gin_fields`` accepted (dates cached)."""
@@ -214,9 +233,15 @@ class LineParser:
     def _other(self, msg: str, lineno: int, prefix_time: datetime | None) -> Event | None:
         stats = self.stats
         app_time = lf.app_line_time(msg, self.tz) if msg[:1] in "t0123456789" else None
+        if app_time is not None and msg.startswith("time="):
+            self._zone_from(app_time)
+        if self._cut_config is not None:
+            joined = self._config_continued(msg, lineno, app_time, prefix_time)
+            if joined is not None:
+                return joined
         if self._trace is not None:
-            # a Go trace continues until the next timestamped line (or TRACE_LINES lines)
-            if app_time is None and self._trace_left > 0:
+            # a Go trace continues until the next timestamped line (or TRACE_LINES lines) or the next crash
+            if app_time is None and self._trace_left > 0 and not self._next_crash(msg):
                 self._trace.append(msg)
                 self._trace_left -= 1
                 stats.recognised += 1
@@ -231,18 +256,74 @@ class LineParser:
             stats.see(when)
         return event
 
+    def _zone_from(self, app_time: datetime) -> None:
+        """slog lines carry the server's UTC offset; gin and Go-log lines are the same local time
+        without it. While the zone in use is UTC (the --tz default) and a slog line says otherwise, the
+        server's own word wins from here on (a zone given as anything but UTC is taken as given)."""
+        offset = app_time.utcoffset()
+        if not self._infer_zone or offset is None:
+            return
+        if offset == self.tz.utcoffset(app_time.replace(tzinfo=None)):
+            return
+        self.tz = timezone(offset)
+        self._days.clear()
+        self._aware.clear()
+
+    def _next_crash(self, msg: str) -> bool:
+        """Inside a trace: does this line start another crash (a crash loop), not continue this one?"""
+        kind = lf.crash_kind(msg) if msg[:1] in "pfSMg" else None
+        if kind in ("panic", "fatal"):
+            return True
+        return kind == "exit" and self._trace_kind == "exit"
+
+    def _config_event(self, msg: str, lineno: int, when: datetime | None) -> Event | None:
+        found = lf.server_config(msg)
+        if found is None:
+            return None
+        env, whole = found
+        facts, settings = config_facts(env)
+        detail: dict[str, Any] = {"kind": "server config", "settings": settings, "facts": facts}
+        if "OLLAMA_HOST" in env or whole:  # a whole line without OLLAMA_HOST: the default, loopback
+            self.bind = "exposed" if facts["exposed_bind"] else "loopback"
+        self._cut_config = None
+        if not whole:
+            missing = [k for k in CUT_CONFIG_KEYS if k not in env]
+            detail.update({"incomplete": True, "missing": missing})
+            self._cut_config = (msg, lineno, self._lineno)
+            self.stats.note(f"{self.source}:{lineno}: server config line cut after {len(env)} setting(s)"
+                            + (f"; not known: {', '.join(missing)}" if missing else ""))
+        raw = _clip(_CREDENTIALS.sub("://***@", msg))
+        return Event(CONFIG, when, self.source, lineno, raw, detail=detail)
+
+    def _config_continued(self, msg: str, lineno: int, app_time: datetime | None,
+                          prefix_time: datetime | None) -> Event | None:
+        """The line after a cut config line: its continuation when a paste wrapped it (no time of its
+        own, and the rest of the map: more KEY:value settings or the closing ']\"')."""
+        assert self._cut_config is not None
+        head, first, last = self._cut_config
+        self._cut_config = None
+        if (lineno != last + 1 or app_time is not None or prefix_time is not None or self._prefixed
+                or not _CONTINUATION.search(msg)):
+            return None
+        event = self._config_event(head + msg, first, self.last_time)
+        if event is not None:
+            event.detail["joined_lines"] = [first, lineno]
+            event.detail.setdefault("incomplete", False)
+            event.detail.setdefault("missing", [])
+        return event
+
     def _app_event(self, msg: str, lineno: int, when: datetime | None) -> Event | None:
-        env = lf.server_config_env(msg)
-        if env is not None:
-            facts, settings = config_facts(env)
-            return Event(CONFIG, when, self.source, lineno, _clip(_CREDENTIALS.sub("://***@", msg)),
-                         detail={"kind": "server config", "settings": settings, "facts": facts})
+        config = self._config_event(msg, lineno, when)
+        if config is not None:
+            return config
         listening = lf.parse_listening(msg)
         if listening is not None:
             addr, version = listening
+            exposed = bind_is_exposed(addr)
+            self.bind = "exposed" if exposed else "loopback"
             return Event(LISTENING, when, self.source, lineno, msg,
                          detail={"kind": "listening", "address": addr, "version": version,
-                                 "facts": {"exposed_bind": bind_is_exposed(addr)}})
+                                 "facts": {"exposed_bind": exposed}})
         transfer = lf.parse_transfer(msg)
         if transfer is not None:
             return Event(TRANSFER, when, self.source, lineno, msg,
@@ -252,6 +333,7 @@ class LineParser:
         if kind is not None:
             self._trace = [msg]
             self._trace_left = TRACE_LINES
+            self._trace_kind = kind
             return Event(CRASH, when, self.source, lineno, msg,
                          detail={"crash": kind, "trace": self._trace, "context": self._context(when)})
         return None
@@ -276,6 +358,8 @@ class LineParser:
 
 
 _CREDENTIALS = re.compile(r"://[^/\s@\]\[]+@")
+_CONTINUATION = re.compile(r"(?:^|\s)[A-Za-z_][A-Za-z0-9_]*:|\]\"?$")
+CUT_CONFIG_KEYS = ("OLLAMA_HOST", "OLLAMA_ORIGINS", "OLLAMA_DEBUG_LOG_REQUESTS")
 
 
 def _clip(text: str, limit: int = 600) -> str:

@@ -26,7 +26,7 @@ from ollama_guard.findings import Severity
 from ollama_guard.investigate.events import LOOPBACK, PRIVATE, PUBLIC, TRUSTED, UNKNOWN, Event
 from ollama_guard.ollama import endpoints as catalog
 
-ClientSelector = Literal["any", "untrusted", "owner", "public", "private"]
+ClientSelector = Literal["any", "untrusted", "owner", "public", "private", "remote"]
 
 _WINDOW_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WINDOW_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -148,6 +148,7 @@ class Select(_RequestFields):
     status: list[str] | None = None  # "404" or a class "4xx"
     decision: list[str] | None = None  # gateway audit rows: allow / deny
     facts: list[str] | None = None  # config lines: derived facts that must all be true
+    bind: list[str] | None = None  # requests: the server's bind when it answered (loopback, exposed)
 
     def matches(self, event: Event, client_class: str) -> bool:
         if event.kind not in self.kind:
@@ -159,6 +160,8 @@ class Select(_RequestFields):
         if self.status is not None and not _status_ok(self.status, event.status):
             return False
         if self.decision is not None and event.decision not in self.decision:
+            return False
+        if self.bind is not None and event.bind not in self.bind:
             return False
         if self.facts is not None:
             facts = event.detail.get("facts", {})
@@ -176,6 +179,8 @@ def _client_ok(selector: str, client_class: str) -> bool:
         return client_class in (PUBLIC, UNKNOWN)
     if selector == "private":
         return client_class == PRIVATE
+    if selector == "remote":  # an address from elsewhere: public or private (not unknown, not ours)
+        return client_class in (PUBLIC, PRIVATE)
     return True
 
 

@@ -129,7 +129,7 @@ def _request_detection(select: Select | Step, source: str) -> dict[str, Any]:
     if not detection:
         detection["sel_any"] = {"cs-method|exists": True}
     clients = getattr(select, "clients", "any")
-    if clients in ("untrusted", "public"):
+    if clients in ("untrusted", "public", "remote"):
         detection["filter_owner"] = {"c-ip|cidr": LOOPBACK}
         condition += " and not filter_owner"
         if clients == "public":
@@ -214,10 +214,17 @@ def sigma_documents(rule: Rule) -> list[dict[str, Any]]:
                                                               if "config" in rule.select.kind else "Unknown"],
                     "level": LEVELS[rule.severity.value]})
         return [doc]
-    for source in ("gin", "audit"):
+    # a rule about the server's bind (tunnel-exposure) reads Ollama's own log only, and the bind is state
+    # the SIEM must supply: the rule says so
+    sources = ("gin",) if rule.select.bind else ("gin", "audit")
+    for source in sources:
         exportable = [c for c in rule.correlate if c.type in EXPORTED]
         if not rule.correlate:
             doc = _header(rule, source)
+            if rule.select.bind:
+                binds = " or ".join(rule.select.bind)
+                doc["description"] += (f" Scope: hosts whose Ollama is bound to {binds} (its `server config`"
+                                       " / `Listening on` line); this rule alone cannot tell.")
             doc.update({"logsource": SOURCES[source], "detection": _request_detection(rule.select, source),
                         "fields": _fields(source), "falsepositives": ["Traffic of trusted networks not "
                                                                       "excluded by a filter"],

@@ -5,10 +5,11 @@ boundary, so memory stays bounded whatever the size of the log."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ollama_guard.gateway.audit import AuditRecord
 
 CHUNK_SIZE = 8 << 20
+_SLOG_OFFSET = re.compile(r"time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|([+-])(\d\d):?(\d\d))")
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -45,6 +47,32 @@ class TextSource:
         if self.argv is not None:
             return "journal" if self.journal else "docker"
         return "gzip" if self.gzipped else "file"
+
+    def zone_hint(self) -> tzinfo | None:
+        """The UTC offset of the first slog line (``time=…+08:00``) in the first 256 KiB of a file: the
+        server's zone, which its gin lines (local time, no zone) share — also those before that line."""
+        head = self._head()
+        m = _SLOG_OFFSET.search(head)
+        if m is None:
+            return None
+        if m.group(1) is None:  # "Z"
+            return UTC
+        delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        return timezone(-delta if m.group(1) == "-" else delta)
+
+    def _head(self, size: int = 256 << 10) -> str:
+        if self.path is None:
+            return ""
+        try:
+            if self.gzipped:
+                import gzip
+
+                with gzip.open(self.path, "rb") as zfh:
+                    return zfh.read(size).decode("utf-8", "replace")
+            with open(self.path, "rb") as fh:
+                return fh.read(size).decode("utf-8", "replace")
+        except (OSError, EOFError):
+            return ""
 
     def chunks(self, size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The source's lines in chunks; every byte read is hashed into ``digest`` on the way (the

@@ -33,8 +33,12 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # --- prefixes added by log collectors ------------------------------------------------------------
 
-# journald short/short-precise: "Aug 07 13:30:29 host ollama[17408]: " (localised month, e.g. "janv.")
-_JOURNAL_SHORT = r"(?:[^\W\d_]{3,5}\.?) {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)? \S+ [^\s:\[]+(?:\[\d+\])?: "
+# journald short/short-precise: "Aug 07 13:30:29 host ollama[17408]: " — the month localised ("janv.",
+# "Mär", "1月", "11월"), the host left out by `--no-hostname` or a paste ("Sep 24 08:27:48 ollama[1940]: ")
+_JOURNAL_SHORT = (
+    r" ?(?:[^\W\d_]{3,5}\.?|\d{1,2}[^\W\d_]) {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)? (?:[^\s:]+ )?"
+    r"[^\s:\[]+(?:\[\d+\])?: "
+)
 # journald short-iso: "2024-08-07T13:30:29+0200 host ollama[17408]: "
 _JOURNAL_ISO = (
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d) \S+ [^\s:\[]+(?:\[\d+\])?: "
@@ -353,12 +357,33 @@ def parse_list_value(value: str) -> list[str]:
 
 def server_config_env(message: str) -> dict[str, str] | None:
     """The environment map of a ``server config`` line, or None when the line is not one."""
+    found = server_config(message)
+    return found[0] if found is not None else None
+
+
+_ENV_CUT_RE = re.compile(r'server config"? env="(.*)$')
+
+
+def server_config(message: str) -> tuple[dict[str, str], bool] | None:
+    """(environment map, whether the line is whole) of a ``server config`` line; None when it is not one.
+
+    A line cut short — a terminal or pager that truncated it, a paste that wrapped it — keeps the
+    settings before the cut; the last one, whose value may be cut, is dropped.
+    """
     if "server config" not in message:
         return None
     m = _ENV_RE.search(message)
+    if m is not None:
+        return parse_env_map(go_unquote(m.group(1))), True
+    m = _ENV_CUT_RE.search(message)
     if m is None:
         return None
-    return parse_env_map(go_unquote(m.group(1)))
+    body = m.group(1).rstrip("\\")
+    body = body[4:] if body.startswith("map[") else body
+    env = parse_env_map(go_unquote('"' + body + '"'))
+    if env:
+        env.pop(next(reversed(env)))
+    return env, False
 
 
 _LISTENING_RE = re.compile(r"Listening on (\S+) \(version ([^)\s]+)\)")
@@ -400,8 +425,12 @@ def parse_transfer(message: str) -> Transfer | None:
 _CRASH_RE = re.compile(
     r"^(?:panic: |fatal error: |SIGSEGV: |SIGBUS: |SIGILL: |SIGABRT: )|\[signal SIG[A-Z]+: "
     r"|Main process exited, code=(?:killed|dumped)|Main process exited, code=exited, status=[1-9]"
+    r"|^goroutine \d+ (?:gp=\S+ m=\S+ (?:mp=\S+ )?)?\[running\]:"
 )
-_FRAME_RE = re.compile(r"^\t(\S+\.go):(\d+)")
+# a frame's file line: a tab (rsyslog writes it as "#011"), spaces (journalctl and pastes turn the tab
+# into them), or nothing (Docker Desktop's view drops it)
+_FRAME_RE = re.compile(r"^(?:\t|#011| +)?(\S+\.go):(\d+)(?: \+0x[0-9a-f]+| |$)")
+_FRAME_ARGS = re.compile(r"\((?:[^()]|\(\.\.\.\))*\)$")
 
 
 def crash_kind(message: str) -> str | None:
@@ -416,6 +445,8 @@ def crash_kind(message: str) -> str | None:
         return "fatal"
     if head.startswith("Main process"):
         return "exit"
+    if head.startswith("goroutine"):
+        return "trace"  # a dump whose header line ("panic: …") is missing
     return "signal"
 
 
@@ -425,9 +456,9 @@ def stack_frames(lines: list[str], limit: int = 4) -> list[str]:
     for i, line in enumerate(lines):
         fm = _FRAME_RE.match(line)
         if fm and i > 0:
-            func = lines[i - 1].strip()
-            func = func.split("(", 1)[0] if "(" in func else func
-            if func.startswith(("runtime.", "panic(")) or func.startswith("goroutine "):
+            # "pkg.Func(args)", "pkg.(*Type).Method(args)", "pkg.Type.Method(...)": drop the arguments only
+            func = _FRAME_ARGS.sub("", lines[i - 1].replace("#011", "").strip())
+            if func.startswith(("runtime.", "panic(", "goroutine ", "created by ")) or not func:
                 continue
             frames.append(f"{func} ({fm.group(1).rsplit('/', 1)[-1]}:{fm.group(2)})")
             if len(frames) >= limit:

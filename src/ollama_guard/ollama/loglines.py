@@ -30,7 +30,8 @@ _CLOCK = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
 _ZONE = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})"
 _UNIT = r"[^ :\[\n]+(?:\[[0-9]+\])?: "  # journald's "host ollama[17408]: " after the host
 _PREFIXES = (
-    rf"[^ 0-9\n]+ {{1,2}}[0-9]{{1,2}} {_CLOCK} [^ \n]+ {_UNIT}",  # journald short (any month names)
+    # journald short: any month names ("Aug", "janv.", "1月", " 9月"), with or without the host
+    rf" ?(?:[^ 0-9\n]+|[0-9][0-9]?[^ 0-9\n]+) {{1,2}}[0-9]{{1,2}} {_CLOCK} (?:[^ :\n]+ )?{_UNIT}",
     rf"{_TS}T{_CLOCK}{_ZONE} [^ \n]+ {_UNIT}",  # journald short-iso
     rf"{_TS}T{_CLOCK}{_ZONE} ",  # docker logs -t, and journald JSON as investigate renders it
     rf"{_TS} [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}} ",  # Docker Desktop's log view
