@@ -282,3 +282,30 @@ def test_live_processes_command_line_and_environment_are_redacted(tmp_path: Path
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=5)
+
+
+def test_docker_inspect_environment_is_redacted() -> None:
+    """`docker inspect` is the one live source a --root fixture cannot hold: its Env list, as parsed."""
+    from ollama_guard.audit.exposure import exposures_of
+    from ollama_guard.audit.sources.docker import _instance
+
+    info = {
+        "Name": "/ollama",
+        "Config": {
+            "Image": "ollama/ollama:0.6.5",
+            "Env": [
+                "OLLAMA_HOST=0.0.0.0:11434",
+                f"OLLAMA_API_KEY={secret(40)}",
+                f"HTTPS_PROXY=http://u:{secret(41)}@proxy:3128",
+                f"OLLAMA_ORIGINS=*,https://u:{secret(42)}@x.example",
+            ],
+        },
+        "HostConfig": {"NetworkMode": "bridge"},
+        "NetworkSettings": {"Ports": {"11434/tcp": [{"HostIp": "0.0.0.0", "HostPort": "11434"}]}},
+    }
+    inst = _instance(info, "")
+    assert inst is not None
+    [exposure] = exposures_of(inst, {})
+    assert_clean(repr(inst), "the container's instance")
+    assert_clean(json.dumps(exposure.evidence()), "the container's exposure evidence")
+    assert inst.value("OLLAMA_API_KEY") == REDACTED and inst.value("OLLAMA_HOST") == "0.0.0.0:11434"
