@@ -343,3 +343,12 @@ def test_a_row_without_a_revoked_flag_is_not_an_active_key() -> None:
     )  # fmt: skip
     key = _row_to_key(row)
     assert not key.is_usable() and key.damaged and "revoked" in key.damaged
+
+
+@pytest.mark.parametrize("name", ["OLLAMA_GUARD_ALLOW_CLOUD", "OLLAMA_GUARD_ALLOW_INSECURE"])
+def test_an_empty_switch_that_widens_egress_is_refused(name: str) -> None:
+    """`allow_cloud`/`allow_insecure` from an empty variable: refused, never read as on."""
+    from ollama_guard.errors import GuardError
+
+    with pytest.raises(GuardError, match=name.removeprefix("OLLAMA_GUARD_").lower()):
+        load_config(None, {}, {name: ""})
