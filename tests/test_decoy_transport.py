@@ -207,3 +207,101 @@ def raw_requests(draw: st.DrawFn) -> bytes:
 @given(raw=raw_requests())
 def test_generated_requests_answer_as_go(go_server, our_server, raw: bytes) -> None:
     assert _differences(go_server, our_server, [raw]) == []
+
+
+# --- Go's encoding/json Decoder, as Ollama's handlers meet it ------------------------------------------
+_JSON_TOKENS = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b'"',
+    b":",
+    b",",
+    b"1",
+    b"-",
+    b".",
+    b"e",
+    b"E+",
+    b"0",
+    b"tru",
+    b"true",
+    b"nul",
+    b"null",
+    b"false",
+    b'"ab"',
+    b"\\",
+    b"\\u12",
+    b"\\u00e9",
+    b"\\n",
+    b" ",
+    b"\n",
+    b"\x01",
+    b"\xff",
+    b"x",
+    b"'",
+    b'"k":',
+    b"12.5e-3",
+]
+
+
+def _go_decoder_says(go: tuple[str, int], body: bytes) -> str:
+    raw = b"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    answer = exchange(go, raw)
+    return answer.split(b"\r\n\r\n", 1)[1].decode("utf-8")
+
+
+def _we_say(body: bytes) -> str:
+    from ollama_guard.ollama.gojson_scan import EOF, GoSyntaxError, scan_first_value
+
+    try:
+        return f"ok {scan_first_value(body)}"
+    except GoSyntaxError as exc:
+        return f"err {exc}" if str(exc) != EOF else "err EOF"
+
+
+JSON_HANDPICKED = [
+    b"{bad}",
+    b'{"model":"x"',
+    b'{"model":"x"}garbage',
+    b"",
+    b"  ",
+    b'{"a":1.}',
+    b'{"a":tru}',
+    b"[1]",
+    b'{"m":"\\ud800"}',
+    b'{"model" 1}',
+    b'{"a":1 "b"}',
+    b"\xff",
+    b'{"a":"\x01"}',
+    b"123",
+    b"-",
+    b"1.",
+    b"1e",
+    b"1e+",
+    b"01",
+    b'"\\x"',
+    b'"\\u12g4"',
+    b"{,}",
+    b"[1,]",
+    b"[,",
+    b"{}{}",
+    b'{"a":[1,2,{"b":null}]} trailing',
+    b"\xc2\xa0",
+    b"\x7f",
+    b"'",
+]
+
+
+def test_json_errors_are_go_encoding_json_texts(go_server) -> None:
+    for body in JSON_HANDPICKED:
+        assert _we_say(body) == _go_decoder_says(go_server, body), body
+
+
+@settings(
+    max_examples=300, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+@given(parts=st.lists(st.sampled_from(_JSON_TOKENS), max_size=12))
+def test_generated_json_bodies_decode_as_go_decodes_them(go_server, parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    assert _we_say(body) == _go_decoder_says(go_server, body), body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -44,14 +45,8 @@ def build_reference(out_dir: Path) -> Path | None:
     if go is None:
         return None
     binary = out_dir / "refserver"
-    env = {
-        "GOCACHE": str(out_dir / "gocache"),
-        "GOPATH": str(out_dir / "gopath"),
-        "GOFLAGS": "-mod=mod",
-        "HOME": str(out_dir),
-        "PATH": "/usr/bin:/bin:/usr/local/bin",
-        "CGO_ENABLED": "0",
-    }
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod", GOPATH=str(out_dir / "gopath"))
+    env.setdefault("HOME", str(out_dir))  # Go keeps its build cache under the home directory
     subprocess.run(
         [go, "build", "-o", str(binary), "."],
         cwd=GO_SOURCE,

@@ -8,12 +8,14 @@ GenerateRequest.stream of type bool"), an empty body "missing request body".
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from ollama_guard.ollama.gojson import BodyError, go_view, parse_body
+from ollama_guard.ollama.gojson import go_view
+from ollama_guard.ollama.gojson_scan import EOF, GoSyntaxError, scan_first_value
 
 # Field kinds → (JSON types accepted, Go type name for error messages).
 _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -122,21 +124,22 @@ def _check(struct: Struct, field: str, kind: str, value: Any) -> None:
 
 
 def decode(raw: bytes, struct: Struct) -> dict[str, Any]:
-    """The struct's fields as Go would decode them (absent fields are missing from the dict)."""
-    stripped = raw.strip(b" \t\r\n")
-    if not stripped:
-        raise BadRequest(400, "missing request body")
-    if stripped == b"null":
-        return {}
+    """The struct's fields as Go would decode them (absent fields are missing from the dict): Go's
+    Decoder reads the first JSON value and ignores what follows; syntax errors carry Go's texts."""
     check_elements(raw)
     try:
-        pairs = parse_body(raw)
-    except BodyError as exc:
-        message = str(exc)
-        if "must be a JSON object" in message:
-            kind = {"[": "array", '"': "string", "t": "bool", "f": "bool"}.get(chr(stripped[0]), "number")
-            message = f"json: cannot unmarshal {kind} into Go value of type api.{struct.name}"
-        raise BadRequest(400, message) from None
+        end = scan_first_value(raw)
+    except GoSyntaxError as exc:
+        if str(exc) == EOF:  # Ollama: errors.Is(err, io.EOF)
+            raise BadRequest(400, "missing request body") from None
+        raise BadRequest(400, str(exc)) from None
+    first = raw[:end].strip(b" \t\r\n")
+    if first == b"null":
+        return {}
+    if first[:1] != b"{":
+        kind = {"[": "array", '"': "string", "t": "bool", "f": "bool"}.get(chr(first[0]), "number")
+        raise BadRequest(400, f"json: cannot unmarshal {kind} into Go value of type api.{struct.name}")
+    pairs = _object_pairs(first)
     nullable = [f for f, k in struct.fields.items() if k in _NULLABLE_KINDS]
     view = go_view(pairs, struct.fields.keys(), nullable=nullable)
     result: dict[str, Any] = {}
@@ -146,6 +149,42 @@ def decode(raw: bytes, struct: Struct) -> dict[str, Any]:
         _check(struct, field, struct.fields[field], value)
         result[field] = value
     return result
+
+
+def _object_pairs(first: bytes) -> list[tuple[str, Any]]:
+    """The (key, value) pairs of a syntactically valid JSON object, decoded as Go decodes strings
+    (invalid UTF-8 and lone surrogate escapes become U+FFFD)."""
+    text = first.decode("utf-8", errors="replace")
+    top: list[list[tuple[str, Any]]] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        top.append(pairs)
+        return dict(pairs)
+
+    try:
+        json.loads(text, object_pairs_hook=hook)
+    except RecursionError:  # Go allows 10000 levels; Python's parser stops near 1000
+        raise BadRequest(400, "exceeded max depth") from None
+    except ValueError as exc:  # numbers Python cannot hold; Go would name the field
+        raise BadRequest(400, f"json: {exc}") from None
+    pairs = top[-1]
+    if "\\u" in text:
+        pairs = [(_go_string(k), _go_strings(v)) for k, v in pairs]
+    return pairs
+
+
+def _go_string(s: str) -> str:
+    return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if not s.isascii() else s
+
+
+def _go_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _go_string(value)
+    if isinstance(value, list):
+        return [_go_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {_go_string(k): _go_strings(v) for k, v in value.items()}
+    return value
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -41,8 +42,25 @@ func describe(r *http.Request, body string) string {
 	return b.String()
 }
 
+// decodeFirst answers how encoding/json's Decoder reads the body: "ok N" (N bytes were the first value)
+// or "err TEXT" — what gin's ShouldBindJSON hands Ollama's handlers.
+func decodeFirst(w http.ResponseWriter, r *http.Request) {
+	var v json.RawMessage
+	dec := json.NewDecoder(r.Body)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := dec.Decode(&v); err != nil {
+		fmt.Fprintf(w, "err %s", err.Error())
+		return
+	}
+	fmt.Fprintf(w, "ok %d", dec.InputOffset())
+}
+
 func echo(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
+	if path == "/json" {
+		decodeFirst(w, r)
+		return
+	}
 	body := ""
 	if path != "/noread" {
 		data, err := io.ReadAll(r.Body)
