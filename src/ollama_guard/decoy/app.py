@@ -23,6 +23,7 @@ from ollama_guard.decoy.http import (
     send_error,
 )
 from ollama_guard.decoy.limits import TOO_LARGE_TEXT, body_limit
+from ollama_guard.decoy.redirects import SERVEMUX_SINCE, Redirect, servemux_redirect, trailing_slash_redirect
 from ollama_guard.decoy.requestlog import BodyRecorder, RequestLog, bounded_headers, now_iso
 from ollama_guard.decoy.router import Router
 from ollama_guard.decoy.routes import build_router
@@ -117,7 +118,7 @@ class DecoyApp:
         self.cors = CorsPolicy(
             state.settings.origins, legacy_wildcard=legacy_wildcard(state.settings.version)
         )
-        self.allow_header = state.at_least("0.1.36")  # gin v1.10 sends Allow with 405
+        self.method_not_allowed = state.at_least("0.7.0")  # r.HandleMethodNotAllowed = true (with Allow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -172,6 +173,11 @@ class DecoyApp:
             if verdict is not None:
                 await send_bytes(send, verdict, b"", None)
                 return
+        if self.state.at_least(SERVEMUX_SINCE):
+            moved = servemux_redirect(req.method, req.path, req.query)
+            if moved is not None:
+                await _send_redirect(send, moved)
+                return
         resolution = self.router.resolve(req.method, req.path)
         if resolution.handler is not None:
             req.path_params = resolution.params
@@ -185,18 +191,21 @@ class DecoyApp:
                 await send_error(send, 400, TOO_LARGE_TEXT)
             return
         if resolution.location is not None:
-            body = b""
-            if req.method == "GET":
-                body = f'<a href="{resolution.location}">Moved Permanently</a>.\n\n'.encode()
-            await send_bytes(
-                send, resolution.status, body, "text/html; charset=utf-8", {"Location": resolution.location}
+            redirect = trailing_slash_redirect(
+                req.method, resolution.location, req.query, req.header("x-forwarded-prefix")
             )
+            await _send_redirect(send, redirect)
             return
-        if resolution.status == 405:
-            allow = {"Allow": ", ".join(resolution.allowed)} if self.allow_header else None
-            await send_bytes(send, 405, b"405 method not allowed", GIN_PLAIN, allow)
-        else:
+        if resolution.status == 405 and self.method_not_allowed:
+            await send_bytes(
+                send, 405, b"405 method not allowed", GIN_PLAIN, {"Allow": ", ".join(resolution.allowed)}
+            )
+        else:  # gin without HandleMethodNotAllowed (Ollama before 0.7.0) answers a wrong method with 404
             await send_bytes(send, 404, b"404 page not found", GIN_PLAIN)
+
+
+async def _send_redirect(send: Send, redirect: Redirect) -> None:
+    await send_bytes(send, redirect.status, redirect.body, redirect.content_type, redirect.headers)
 
 
 def _with_headers(send: Send, headers: dict[str, str]) -> Send:

@@ -54,8 +54,17 @@ def _stream_flag(body: dict[str, Any]) -> bool:
 
 
 # --- listing and inspection ------------------------------------------------------------------------
-def tag_entry(record: ModelRecord) -> dict[str, Any]:
-    return {
+# First versions whose responses carry these fields (api/types.go at each release tag).
+FIELDS_SINCE = {
+    "model_info": "0.1.45",  # ShowResponse.ModelInfo
+    "modified_at": "0.1.45",  # ShowResponse.ModifiedAt
+    "capabilities": "0.6.4",  # ShowResponse.Capabilities
+    "tags_capabilities": "0.30.0",  # ListModelResponse.Capabilities, ModelDetails.context_length
+}
+
+
+def tag_entry(record: ModelRecord, *, extended: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {
         "name": record.display,
         "model": record.display,
         "modified_at": go_time(local_time(record.stored.modified_at)),
@@ -63,11 +72,27 @@ def tag_entry(record: ModelRecord) -> dict[str, Any]:
         "digest": record.digest,
         "details": record.details(),
     }
+    if extended:  # 0.30.0+: the model-list cache adds what the GGUF says (omitempty fields)
+        digest = record.model_layer_digest
+        summary = read_gguf(record.store.blob_path(digest)) if digest else None
+        if summary is not None:
+            for field, key in (
+                ("context_length", "context_length"),
+                ("embedding_length", "embedding_length"),
+            ):
+                value = summary.kv.get(f"{summary.architecture}.{key}")
+                if isinstance(value, int) and value:
+                    entry["details"][field] = value
+        caps = record_capabilities(record)
+        if caps:
+            entry["capabilities"] = caps
+    return entry
 
 
 async def tags(state: DecoyState, req: Request, send: Send) -> None:
+    extended = state.at_least(FIELDS_SINCE["tags_capabilities"])
     body = state.catalog.derived(
-        "api/tags", lambda records: json_bytes({"models": [tag_entry(r) for r in records]})
+        "api/tags", lambda records: json_bytes({"models": [tag_entry(r, extended=extended) for r in records]})
     )
     await send_bytes(send, 200, body, JSON_TYPE)
 
@@ -98,14 +123,15 @@ def show_response(
         response["messages"] = [
             {"role": m.get("role", ""), "content": m.get("content", "")} for m in record.messages
         ]
-    if summary is not None and summary.kv:
+    if summary is not None and summary.kv and state.at_least(FIELDS_SINCE["model_info"]):
         response["model_info"] = model_info(summary, verbose=verbose)
         if verbose:
             response["tensors"] = summary.tensors
     caps = record_capabilities(record)
-    if caps:
+    if caps and state.at_least(FIELDS_SINCE["capabilities"]):
         response["capabilities"] = caps
-    response["modified_at"] = go_time(local_time(record.stored.modified_at))
+    if state.at_least(FIELDS_SINCE["modified_at"]):
+        response["modified_at"] = go_time(local_time(record.stored.modified_at))
     return response
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,10 +39,54 @@ _GO_HTML_ESCAPES = (
 )
 
 
+class Float32(float):
+    """A value Go holds as float32 (GGUF metadata): marshalled with float32's shortest digits."""
+
+
+_FLOAT_MARK = "\x00f" + secrets.token_hex(8) + ":"
+_FLOAT_MARKED = re.compile('"' + re.escape(json.dumps(_FLOAT_MARK)[1:-1]) + r'([-+.e0-9]+)\\u0000"')
+
+
+def go_float(value: float, *, bits: int = 64) -> str:
+    """encoding/json's float formatting: shortest digits, fixed notation for 1e-6 <= |x| < 1e21
+    (no `.0`), else exponent form with e-07 tidied to e-7."""
+    if bits == 32:
+        import numpy
+
+        shortest = repr(float(str(numpy.float32(value))))
+        value = float(shortest)
+    else:
+        shortest = repr(value)
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        if re.search(r"e-0\d$", shortest):  # Go tidies e-07 to e-7
+            shortest = shortest[:-2] + shortest[-1]
+        return shortest
+    text = format(Decimal(shortest), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _mark_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and not isinstance(obj, bool):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            return obj  # Go refuses to marshal these; callers never produce them
+        return _FLOAT_MARK + go_float(obj, bits=32 if isinstance(obj, Float32) else 64) + "\x00"
+    if isinstance(obj, dict):
+        return {k: _mark_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_mark_floats(v) for v in obj]
+    return obj
+
+
 def json_bytes(obj: Any) -> bytes:
-    """Compact JSON as Go's encoding/json writes it: no spaces, non-ASCII kept, and `<`, `>`, `&`, U+2028,
-    U+2029 escaped (json.Marshal's HTML escaping; those characters only occur inside JSON strings)."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON as Go's encoding/json writes it: no spaces, non-ASCII kept, `<`, `>`, `&`, U+2028,
+    U+2029 escaped (json.Marshal's HTML escaping; those characters only occur inside JSON strings), and
+    floats in Go's notation (`500000`, `0.00001`, `1e-7`)."""
+    text = json.dumps(_mark_floats(obj), separators=(",", ":"), ensure_ascii=False)
+    if _FLOAT_MARK[1:3] in text:
+        text = _FLOAT_MARKED.sub(lambda m: m.group(1), text)
     for raw, escaped in _GO_HTML_ESCAPES:
         if raw in text:
             text = text.replace(raw, escaped)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+import numpy
 
+from ollama_guard.decoy.http import Float32
 from ollama_guard.verify.gguf_inspect import read_gguf_header
 
 GGUF_MAGIC = b"GGUF"
@@ -149,17 +151,27 @@ def _reader_details(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def model_info(summary: GgufSummary, *, verbose: bool) -> dict[str, Any]:
-    """Ollama's model_info: the GGUF metadata without the name and chat template; long arrays emptied
-    unless verbose."""
+    """Ollama's model_info: the GGUF metadata without the name and chat template, long arrays emptied
+    unless verbose; a Go map, so marshalled with sorted keys, and GGUF's float32 values with float32
+    digits."""
     info: dict[str, Any] = {}
-    for key, value in summary.kv.items():
+    for key in sorted(summary.kv):
         if key in _HIDDEN_KEYS:
             continue
+        value = summary.kv[key]
         length = summary.array_lengths.get(key, len(value) if isinstance(value, list) else 0)
         if not verbose and isinstance(value, list) and length > _SHORT_ARRAY_LIMIT:
             value = None
-        info[key] = value
+        info[key] = _as_go(value)
     return info
+
+
+def _as_go(value: Any) -> Any:
+    if isinstance(value, float) and numpy.float32(value) == value:
+        return Float32(value)
+    if isinstance(value, list):
+        return [_as_go(v) for v in value]
+    return value
 
 
 def capabilities(summary: GgufSummary, template: str, *, has_projector: bool) -> list[str]:

@@ -119,6 +119,7 @@ class GoResponse:
         self.early_close = False
         self.written = 0
         self.sent_continue = False
+        self.out = bytearray()  # Go's 4 KiB connection buffer: one segment for header and small body
 
     # --- the handler side ------------------------------------------------------------------------
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -156,6 +157,12 @@ class GoResponse:
         await self._flush_buffer()
         if not self.wrote_header:
             await self._write_header(b"")
+        await self._push()
+
+    async def _push(self) -> None:
+        if self.out:
+            self.writer.write(bytes(self.out))
+            self.out.clear()
         await self.writer.drain()
 
     async def finish(self) -> None:
@@ -165,8 +172,8 @@ class GoResponse:
         if not self.wrote_header:
             await self._write_header(b"")
         if self.chunking:
-            self.writer.write(b"0\r\n\r\n")
-        await self.writer.drain()
+            self.out += b"0\r\n\r\n"
+        await self._push()
         if self.content_length != -1 and self.written != self.content_length and self.req.method != "HEAD":
             self.close_after = True
         if not self.close_after and not self.body.done and self.body.failed is None:
@@ -186,9 +193,9 @@ class GoResponse:
         if self.req.method == "HEAD":
             return
         if self.chunking:
-            self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.out += b"%x\r\n%s\r\n" % (len(data), data)
         else:
-            self.writer.write(data)
+            self.out += data
 
     def _get(self, key: str) -> str:
         values = self.header.get(key)
@@ -305,7 +312,7 @@ class GoResponse:
             if key in extra:
                 out += f"{key}: {extra[key]}\r\n".encode("latin-1")
         out += b"\r\n"
-        self.writer.write(bytes(out))
+        self.out += out
 
     async def send_continue(self) -> None:
         """The interim 100 Continue Go writes when a handler first reads an Expect: 100-continue body."""
