@@ -38,8 +38,15 @@ class _LoggedExchange:
     """Wraps receive/send of one request so its log lines are written just before the response's last byte."""
 
     def __init__(
-        self, log: RequestLog | None, server_log: ServerLog | None, req: Request, receive: Receive, send: Send
+        self,
+        log: RequestLog | None,
+        server_log: ServerLog | None,
+        req: Request,
+        receive: Receive,
+        send: Send,
+        version: str = "",
     ) -> None:
+        self.version = version
         self.log = log
         self.server_log = server_log
         self.req = req
@@ -101,7 +108,9 @@ class _LoggedExchange:
             **self.body.entry(),
             "status": self.status,
             "duration_ms": round(elapsed * 1000, 3),
+            "http_version": self.req.scope.get("http_version", "1.1"),
         }
+        self.log.add_ecs(entry, self.version)
         self.log.write(entry)
 
 
@@ -131,7 +140,9 @@ class DecoyApp:
         req.budget = self.state.budget
         exchange: _LoggedExchange | None = None
         if self.request_log is not None or self.server_log is not None:
-            exchange = _LoggedExchange(self.request_log, self.server_log, req, receive, send)
+            exchange = _LoggedExchange(
+                self.request_log, self.server_log, req, receive, send, self.state.settings.version
+            )
             req.receive = exchange.receive
             send = exchange.send
         try:
@@ -146,6 +157,29 @@ class DecoyApp:
             req.release()
             if exchange is not None and not exchange.written:
                 exchange.write()
+
+    def record_rejection(self, peer: Any, status_line: bytes, sample: bytes) -> None:
+        """A request the transport refused before any handler ran (431, 400, 501, 505): one event."""
+        if self.request_log is None:
+            return
+        parts = status_line.split(b" ", 2)
+        client = f"{peer[0]}:{peer[1]}" if peer else ""
+        entry: dict[str, Any] = {
+            "time": now_iso(),
+            "client": client,
+            "method": "",
+            "path": "",
+            "query": "",
+            "headers": [],
+            "body": None,
+            "body_size": 0,
+            "status": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 400,
+            "duration_ms": 0.0,
+            "action": "http-rejected",
+            "raw_head": sample.decode("latin-1"),
+        }
+        self.request_log.add_ecs(entry, self.state.settings.version)
+        self.request_log.write(entry)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

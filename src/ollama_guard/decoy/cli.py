@@ -226,7 +226,7 @@ def serve(app: DecoyApp, sock: socket.socket, settings: DecoySettings, limits: L
     url = url_for(sock)
 
     async def main() -> None:
-        server = GoHTTPServer(app, limits)
+        server = GoHTTPServer(app, limits, on_reject=app.record_rejection)
         listener = await server.start(sock)
         click.echo(f"{READY_PREFIX}{url}")
         sys.stdout.flush()

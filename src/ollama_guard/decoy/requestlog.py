@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ollama_guard.decoy.events import SessionTracker, ecs_fields
+
 BODY_LOG_LIMIT = 64 * 1024  # bytes of a request body kept in its log line
 HEADER_VALUE_LIMIT = 2048  # characters of one header value kept
 HEADER_BUDGET = 32 * 1024  # characters of all header names and values kept
@@ -92,6 +94,13 @@ class RequestLog:
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         self.rotations = 0
+        self.sessions = SessionTracker()
+
+    def add_ecs(self, entry: dict[str, Any], version: str) -> None:
+        """Add the ECS fields (and the client's session) to an entry about to be written."""
+        ip = entry.get("client", "").rpartition(":")[0].strip("[]")
+        session, sequence = self.sessions.touch(ip)
+        entry.update(ecs_fields(entry, session=session, sequence=sequence, version=version))
 
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

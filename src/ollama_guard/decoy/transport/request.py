@@ -68,6 +68,9 @@ class Input:
         self.buf = bytearray()
         self.eof = False
         self.remain: float = float("inf")
+        self.sample = bytearray()  # the first SAMPLE_BYTES of the current request, for the record
+
+    SAMPLE_BYTES = 1024
 
     @property
     def hit_limit(self) -> bool:
@@ -84,6 +87,8 @@ class Input:
             return False
         self.remain -= len(data)
         self.buf += data
+        if len(self.sample) < self.SAMPLE_BYTES:
+            self.sample += data[: self.SAMPLE_BYTES - len(self.sample)]
         return True
 
     async def read_line(self) -> bytes | None:
@@ -269,6 +274,7 @@ def _split_field(kv: bytes) -> tuple[bytes, bytes]:
 
 async def read_request(inp: Input, max_header_bytes: int = MAX_HEADER_BYTES) -> GoRequest:
     inp.remain = max_header_bytes + READ_LIMIT_SLACK - len(inp.buf)
+    inp.sample = bytearray(inp.buf[: Input.SAMPLE_BYTES])
     try:
         return await _read_request(inp)
     except Reject:

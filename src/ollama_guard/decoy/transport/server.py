@@ -51,9 +51,15 @@ class Limits:
     write_timeout: float = 120.0  # a client that stops reading a response is dropped after this
 
 
+RejectHook = Callable[[Any, bytes, bytes], None]  # (peer, status line, first bytes of the request)
+
+
 class GoHTTPServer:
-    def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: Limits | None = None, on_reject: RejectHook | None = None
+    ) -> None:
         self.app = app
+        self.on_reject = on_reject
         self.limits = limits or Limits()
         self.per_ip: Counter[str] = Counter()
         self.total = 0
@@ -119,6 +125,10 @@ class _Connection:
             except Quiet:
                 return
             except Reject as rejection:
+                if self.server.on_reject is not None:
+                    self.server.on_reject(
+                        self.peer, rejection.answer.split(b"\r\n", 1)[0], bytes(self.inp.sample)
+                    )
                 self.writer.write(rejection.answer)
                 await self._drain()
                 if rejection.close_write:
