@@ -189,3 +189,28 @@ def test_idle_keep_alive_survives_five_seconds(tmp_path: Path) -> None:
             time.sleep(5.5)
             sock.sendall(request)
             assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_paths_are_where_ollama_keeps_them_and_nothing_names_the_product(decoy: DecoyProcess) -> None:
+    _, body = split(get(decoy, "/api/tags"))
+    name = json.loads(body)["models"][0]["name"]
+    answers = [
+        get(decoy, "/api/show", "POST", json.dumps({"model": name}).encode()),
+        get(decoy, "/api/push", "POST", b'{"model":"nobody/none:1","stream":false}'),
+        get(
+            decoy,
+            "/api/create",
+            "POST",
+            json.dumps({"model": "x", "files": {"a.gguf": "sha256:" + "0" * 64}, "stream": False}).encode(),
+        ),
+        get(decoy, "/"),
+        get(decoy, "/api/ps"),
+        get(decoy, "/v1/models"),
+        get(decoy, "/nope"),
+        send(decoy, b"garbage\r\n\r\n"),
+    ]
+    everything = b"".join(answers)
+    assert b"ollama-guard" not in everything.lower() and b"ollama_guard" not in everything.lower()
+    assert str(decoy.models_dir).encode() not in everything and b"/tmp/" not in everything
+    if _at_least(decoy, "0.1.45") or b"FROM " in answers[0]:
+        assert b"FROM /usr/share/ollama/.ollama/models/blobs/sha256-" in answers[0]

@@ -136,6 +136,12 @@ def url_for(sock: socket.socket) -> str:
     help="Rotate the request log past this size (3 old files kept); bytes or K/M/G.",
 )
 @click.option(
+    "--shown-models-dir",
+    default="/usr/share/ollama/.ollama/models",
+    show_default=True,
+    help="The models directory answers name (FROM lines, error messages), whatever --models-dir is.",
+)
+@click.option(
     "--max-conns-per-ip",
     default=64,
     show_default=True,
@@ -156,6 +162,7 @@ def decoy(
     upload_quota: str,
     request_log_max: str,
     max_conns_per_ip: int,
+    shown_models_dir: str,
 ) -> None:
     """Serve an Ollama-compatible API backed by a real on-disk model store and fake, deterministic models.
 
@@ -173,7 +180,7 @@ def decoy(
     user_origins = origins.split(",") if origins is not None else origins_from_env()
     sock = bind_socket(host, port)
     temporary = models_dir is None
-    root = Path(tempfile.mkdtemp(prefix="ollama-guard-decoy-")) if models_dir is None else models_dir
+    root = Path(tempfile.mkdtemp(prefix="models-")) if models_dir is None else models_dir
     log: RequestLog | None = None
     gin_log: ServerLog | None = None
     try:
@@ -186,6 +193,7 @@ def decoy(
             and is_loopback_listener(sock.getsockname()[0]),
             stream_delay=stream_delay,
             upload_quota=quota_bytes,
+            shown_models_dir=shown_models_dir.rstrip("/") or "/",
         )
         state = DecoyState.open(settings)
         if seed_models:

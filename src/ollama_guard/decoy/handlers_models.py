@@ -111,7 +111,7 @@ def show_response(
     response: dict[str, Any] = {}
     if record.licenses:
         response["license"] = "\n".join(record.licenses)
-    response["modelfile"] = modelfile(record)
+    response["modelfile"] = modelfile(record, state.shown)
     if record.options:
         response["parameters"] = parameters_text(record.options)
     if record.template:
@@ -220,7 +220,7 @@ async def create_blob(state: DecoyState, req: Request, send: Send) -> None:
         with state.store.blob_writer() as writer:
             async for chunk in req.stream():
                 if quota is not None and not quota.take(len(chunk)):
-                    raise quota.full_disk()
+                    raise quota.full_disk(state.shown(state.store.blobs_dir))
                 taken += len(chunk)
                 writer.write(chunk)
             actual = writer.commit()
@@ -316,7 +316,7 @@ async def push_events(state: DecoyState, raw: str, insecure: bool) -> AsyncItera
     if name is None or record is None:
         yield {"status": "couldn't retrieve manifest"}
         where = state.store.manifest_path(name) if name is not None else state.store.manifests_dir / raw
-        yield ProgressError(f"open {where}: no such file or directory")
+        yield ProgressError(f"open {state.shown(where)}: no such file or directory")
         return
     state.pushes.append(
         {
@@ -376,7 +376,7 @@ async def _gguf_layers(state: DecoyState, files: dict[str, str]) -> tuple[list[L
             raise _CreateFailed("invalid digest format", 400)
         path = state.store.blob_path(digest)
         if not path.is_file():
-            raise _CreateFailed(f"open {path}: no such file or directory")
+            raise _CreateFailed(f"open {state.shown(path)}: no such file or directory")
         if not is_gguf(path):
             if filename.endswith(".gguf"):
                 raise _CreateFailed("supplied file was not in GGUF format", 400)

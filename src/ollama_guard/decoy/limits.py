@@ -66,10 +66,10 @@ class DiskQuota:
     def give(self, n: int) -> None:
         self.used = max(0, self.used - n)
 
-    def full_disk(self, action: str = "write") -> BadRequest:
+    def full_disk(self, shown_blobs_dir: str) -> BadRequest:
         """Ollama's error when os.CreateTemp(blobs, "sha256-") then io.Copy hit ENOSPC."""
         name = f"sha256-{secrets.randbelow(4_000_000_000)}"
-        return BadRequest(500, f"{action} {self.blobs_dir / name}: no space left on device")
+        return BadRequest(500, f"write {shown_blobs_dir}/{name}: no space left on device")
 
 
 def allocated_bytes(directory: Path) -> int:

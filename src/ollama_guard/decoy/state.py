@@ -30,6 +30,8 @@ class DecoySettings:
     stream_delay: float = 0.01  # seconds between streamed chunks
     keep_alive: float = 300.0  # seconds a model stays "loaded" after use (OLLAMA_KEEP_ALIVE default 5m)
     upload_quota: int = DEFAULT_UPLOAD_QUOTA  # bytes the blob store may occupy (uploads stop there)
+    # Where answers say the store is (Ollama's own default for its Linux service), whatever the real path.
+    shown_models_dir: str = "/usr/share/ollama/.ollama/models"
 
 
 @dataclass
@@ -74,6 +76,14 @@ class DecoyState:
                 install(self.store, fabricate(name))
         self.catalog.invalidate()
         return names
+
+    def shown(self, path: Path) -> str:
+        """A store path as answers show it: under `shown_models_dir` instead of the real directory."""
+        try:
+            relative = path.relative_to(self.settings.models_dir)
+        except ValueError:
+            return str(path)
+        return str(Path(self.settings.shown_models_dir) / relative)
 
     def at_least(self, version: str) -> bool:
         """Whether the emulated Ollama is this version or newer."""
