@@ -8,9 +8,9 @@ well-behaved client's latency (< 500 ms) and the decoy's RSS (< 300 MB, psutil).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
-import os
 import socket
 import struct
 import threading
@@ -161,8 +161,6 @@ def _gguf_with_entries(count: int) -> bytes:
 
 
 def test_gguf_with_200k_metadata_entries_through_create(decoy: DecoyProcess) -> None:
-    import hashlib
-
     blob = _gguf_with_entries(200_000)
     assert 3 << 20 < len(blob) < 5 << 20
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -190,19 +188,13 @@ def test_upload_flood_stays_within_the_disk_quota(decoy: DecoyProcess) -> None:
     answers: list[bytes] = []
 
     def upload(n: int) -> None:
-        data = os.urandom(1 << 20) * 8
-        import hashlib
-
-        digest = "sha256:" + hashlib.sha256(data + bytes([n])).hexdigest()
-        answers.append(
-            _send_streaming(
-                decoy,
-                b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d"
-                b"\r\n\r\n" % (digest.encode(), 8 << 20),
-                8 << 20,
-                b"z",
-            )
+        fill = bytes([0x41 + n])  # ten different 8 MiB blobs: 80 MiB against a 48 MiB quota
+        digest = "sha256:" + hashlib.sha256(fill * (8 << 20)).hexdigest()
+        head = b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % (
+            digest.encode(),
+            8 << 20,
         )
+        answers.append(_send_streaming(decoy, head, 8 << 20, fill))
 
     with Watch(decoy) as watch:
         threads = [threading.Thread(target=upload, args=(n,)) for n in range(10)]

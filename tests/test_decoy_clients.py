@@ -148,7 +148,9 @@ def test_create_from_uploaded_gguf_and_from_model(decoy):
     client = ollama.Client(host=decoy.url)
     # Take a real GGUF from the store, upload it as a new blob through the API (like `ollama create` does).
     shown = client.show("llama3.2:1b")
-    blob_path = Path(next(line[5:] for line in shown.modelfile.splitlines() if line.startswith("FROM ")))
+    shown_path = Path(next(line[5:] for line in shown.modelfile.splitlines() if line.startswith("FROM ")))
+    assert shown_path.parent == Path("/usr/share/ollama/.ollama/models/blobs")  # where Ollama keeps it
+    blob_path = decoy.models_dir / "blobs" / shown_path.name
     upload = decoy.models_dir.parent / "model.gguf"
     upload.write_bytes(blob_path.read_bytes())
     digest = client.create_blob(upload)

@@ -23,6 +23,7 @@ JSON_BODY_LIMIT = 8 << 20
 ROUTE_BODY_LIMITS = {"/v1/responses": OLLAMA_MAX_DECOMPRESSED}
 BODY_MEMORY_BUDGET = 96 << 20  # request bodies held in memory across all connections
 DEFAULT_UPLOAD_QUOTA = 2 << 30
+FILE_OVERHEAD = 16 << 10  # counted per stored file beyond its bytes (last block, extent blocks)
 
 
 def body_limit(path: str) -> int:

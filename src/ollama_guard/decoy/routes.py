@@ -4,6 +4,7 @@ they really did."""
 
 from __future__ import annotations
 
+from ollama_guard.decoy import handlers_create as create
 from ollama_guard.decoy import handlers_general as general
 from ollama_guard.decoy import handlers_inference as inference
 from ollama_guard.decoy import handlers_models as models
@@ -23,11 +24,11 @@ HANDLERS: dict[str, Handler] = {
     "POST /api/show": models.show,
     "POST /api/pull": models.pull,
     "POST /api/push": models.push,
-    "POST /api/create": models.create,
+    "POST /api/create": create.create,
     "DELETE /api/delete": models.delete,
     "POST /api/copy": models.copy,
-    "HEAD /api/blobs/{digest}": models.head_blob,
-    "POST /api/blobs/{digest}": models.create_blob,
+    "HEAD /api/blobs/{digest}": create.head_blob,
+    "POST /api/blobs/{digest}": create.create_blob,
     "POST /api/me": general.whoami,
     "POST /api/signout": general.signout,
     "DELETE /api/user/keys/{key}": general.signout,
