@@ -138,6 +138,8 @@ def test_timeline_chart_in_the_html_report(page: Any, incident: dict[str, Path])
     assert abs((chain["x"] - scan["x"]) - 75 * per_minute) <= 2.5 * per_minute + 3
     assert abs(chain["width"] - 10 * per_minute) <= 2.5 * per_minute + 3
     assert owner.count() > 20  # the owner's traffic (counted in bulk by the fast scanner) is drawn too
+    for client in (SCANNER, THIEF):  # and the attackers' requests (parsed one by one)
+        assert page.locator(f"svg.timeline-chart g.client-row[data-client='{client}'] rect.bar").count() >= 1
     crash = page.locator("svg.timeline-chart line.event-marker[data-rule='server-crash']")
     assert crash.count() == 1
     assert page.locator("svg.timeline-chart line.event-marker[data-rule='exposed-bind']").count() == 1
