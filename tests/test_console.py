@@ -264,7 +264,7 @@ def test_forged_posts_are_refused(gw: Gateway) -> None:
     for body in (
         "name=forged&role=admin&models=*",
         "csrf=&name=forged&role=admin&models=*",
-        f"csrf={csrf[:-1]}0&name=forged&role=admin&models=*",
+        f"csrf={csrf[:-1]}{'1' if csrf[-1] == '0' else '0'}&name=forged&role=admin&models=*",
     ):
         assert _post(gw, "/-/console/keys/create", body, session).status == 403
     other_session, _ = _session(gw, "second-admin")  # a token is bound to its own session
@@ -355,3 +355,35 @@ def test_a_damaged_key_is_repaired_from_the_keys_page(gw: Gateway) -> None:
     while _gateway_get(gw, "/api/tags", token) != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_ban_added_and_lifted_in_the_console_reaches_the_gateway(page: object, gw: Gateway) -> None:
+    def tags_from(source: str) -> int:
+        return raw_request(
+            gw.host, gw.port, http_bytes("GET", "/api/tags", headers=gw.auth("reader")), source=source
+        ).status
+
+    assert tags_from("127.0.0.66") == 200
+    _login(page, gw)
+    page.goto(f"{_console(gw)}/bans")  # type: ignore[attr-defined]
+    page.fill("[data-test=ban-address]", "127.0.0.66")  # type: ignore[attr-defined]
+    page.fill("[data-test=ban-minutes]", "30")  # type: ignore[attr-defined]
+    page.fill("[data-test=ban-reason]", "probing <script>alert(1)</script>")  # type: ignore[attr-defined]
+    page.click("[data-test=ban-submit]")  # type: ignore[attr-defined]
+    row = page.locator("[data-test=ban-row]", has_text="127.0.0.66")  # type: ignore[attr-defined]
+    assert row.count() == 1 and "<script>" in row.inner_text()  # shown as text, never run
+    deadline = time.monotonic() + 1.5
+    while tags_from("127.0.0.66") != 403:
+        assert time.monotonic() < deadline, "the ban did not reach the gateway within a second"
+        time.sleep(0.05)
+    assert tags_from("127.0.0.67") == 200
+    _shot(page, "bans")
+    page.once("dialog", lambda d: d.accept())  # type: ignore[attr-defined]
+    row.locator("[data-test=lift-ban]").click()
+    page.wait_for_load_state()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 1.5
+    while tags_from("127.0.0.66") != 200:
+        assert time.monotonic() < deadline, "the lifted ban still holds after a second"
+        time.sleep(0.05)
+    assert [r["key_name"] for r in _console_records(gw, "console:ban-add 127.0.0.66")] == ["boss"]
+    assert [r["key_name"] for r in _console_records(gw, "console:ban-lift 127.0.0.66")] == ["boss"]

@@ -113,3 +113,31 @@ def test_login_needs_the_pre_session_token() -> None:
     request = Request("POST", "login", {}, {}, "127.0.0.9", False, form={"key": "og_x_y", "csrf": "0" * 64})
     response = asyncio.run(app.try_login(Ctx(request, facts=None)))
     assert response.status == 403 and b"expired" in response.body
+
+
+def test_failed_and_throttled_logins_count_towards_bans() -> None:
+    app = _app(_key("admin"))
+    counted: list[str] = []
+    app.deps.on_login_failure = counted.append
+
+    class _Nobody:
+        async def authenticate(self, presented: str) -> None:
+            return None
+
+        def usable_entry(self, key_id: str) -> None:
+            return None
+
+    app.deps.authenticator = _Nobody()
+    pre = "p" * 32
+    for _ in range(7):
+        request = Request(
+            "POST",
+            "login",
+            {},
+            {b"cookie": f"og_console_pre={pre}".encode()},
+            "192.0.2.5",
+            False,
+            form={"key": "og_0123456789abcdef_x", "csrf": app.signer.csrf_token(pre)},
+        )
+        asyncio.run(app.try_login(Ctx(request, facts=None)))
+    assert counted == ["192.0.2.5"] * 7

@@ -42,7 +42,17 @@ def _console(app: GatewayApp) -> Any:
             await services.audit.flush()
             return await verify_chain(services.engine, secret)
 
-        app.console = ConsoleApp(ConsoleDeps(services.engine, secret, services.authenticator, health, verify))
+        from ollama_guard.gateway.bans import BanStore
+
+        bans = getattr(services, "bans", None)  # the gateway enforces bans only when it has a ban list
+        autoban = getattr(services, "autoban", None)
+        app.console = ConsoleApp(
+            ConsoleDeps(
+                services.engine, secret, services.authenticator, health, verify,
+                bans=BanStore(services.engine) if bans is not None else None,
+                on_login_failure=autoban.failure if autoban is not None else None,
+            )
+        )
     return app.console
 
 

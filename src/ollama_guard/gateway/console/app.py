@@ -242,6 +242,11 @@ class ConsoleApp:
             ctx.facts.key_id, ctx.facts.key_name = key.id, key.name
 
     # --- login --------------------------------------------------------------------------------------
+    def _count_failure(self, client: str) -> None:
+        """Tell the gateway's automatic bans about a failed login (as about any bad API key)."""
+        if self.deps.on_login_failure is not None:
+            self.deps.on_login_failure(client)
+
     def login_form(self, ctx: Ctx, status: int = 200, error: str = "") -> Response:
         import secrets as _secrets
 
@@ -256,6 +261,7 @@ class ConsoleApp:
         request = ctx.request
         wait = self.throttle.retry_after(request.client)
         if wait:
+            self._count_failure(request.client)  # hammering on after 429 counts towards a ban too
             ctx.audit("login-throttled", "deny")
             response = self.login_form(ctx, 429, f"Too many failed logins. Try again in {wait} s.")
             response.headers.append((b"retry-after", str(wait).encode()))
@@ -267,8 +273,7 @@ class ConsoleApp:
         key = await self.deps.authenticator.authenticate(presented) if presented else None
         if key is None or key.role != "admin":
             self.throttle.fail(request.client)
-            if self.deps.on_login_failure is not None:
-                self.deps.on_login_failure(request.client)
+            self._count_failure(request.client)
             if key is not None and ctx.facts is not None:
                 ctx.facts.key_id, ctx.facts.key_name = key.id, key.name
             ctx.audit("login-refused" if key is None else "login-not-admin", "deny")
