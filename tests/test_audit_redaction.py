@@ -309,3 +309,16 @@ def test_docker_inspect_environment_is_redacted() -> None:
     assert_clean(repr(inst), "the container's instance")
     assert_clean(json.dumps(exposure.evidence()), "the container's exposure evidence")
     assert inst.value("OLLAMA_API_KEY") == REDACTED and inst.value("OLLAMA_HOST") == "0.0.0.0:11434"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["a" * 50_000, "a." * 25_000, "http://" + "a" * 50_000, "http://" * 7_000, "a:" * 25_000],
+    ids=["identifier", "dotted", "url-without-at", "schemes", "colons"],
+)
+def test_redaction_stays_linear_on_hostile_lines(hostile: str) -> None:
+    """A unit or env file in an audited image is the attacker's: one long line must not hang the audit
+    (these took minutes with backtracking patterns; linear they take milliseconds)."""
+    started = time.monotonic()
+    assert redact_text(hostile + " PASSWORD=x").endswith(f"PASSWORD={REDACTED}")
+    assert time.monotonic() - started < 10

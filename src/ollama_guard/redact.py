@@ -43,8 +43,9 @@ _NOT_SENSITIVE = frozenset({"PWD", "OLDPWD"})
 # Counts, not credentials: `--tokens-per-day`, `max_tokens`, `num_keys`.
 _COUNT_WORDS = re.compile(r"TOKENS|KEYS")
 
-# Greedy to the last `@` of the word: a raw `@` or `/` in a password must not end the userinfo early.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s\"'<>`]*@")
+# A URL's scheme, only where a word starts (bounded: hostile input must not make this quadratic).
+_SCHEME = re.compile(r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://")
+_WORD_END = re.compile(r"[\s\"'<>`]")
 _AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Digest|Token|ApiKey)(\s+)[A-Za-z0-9._~+/=:-]{4,}")
 _SHAPED_TOKENS = re.compile(
     r"\bog_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}"
@@ -57,8 +58,10 @@ _SHAPED_TOKENS = re.compile(
     r"|\bglpat-[A-Za-z0-9_-]{20,}"
 )
 # NAME followed by = or : (optionally quoted names, as in JSON/YAML/TOML/INI/env files).
+# The name must start a word (the lookbehind keeps this linear on long identifier-like runs).
 _ASSIGNMENT = re.compile(
-    r"(?P<pre>[\"']?)(?P<name>-{0,2}[A-Za-z_][A-Za-z0-9_.-]*)(?P=pre)(?P<sep>[ \t]*[=:][ \t]*)"
+    r"(?P<pre>[\"']?)(?<![A-Za-z0-9_.-])(?P<name>-{0,2}[A-Za-z_][A-Za-z0-9_.-]*)(?P=pre)"
+    r"(?P<sep>[ \t]*[=:][ \t]*)"
 )
 # A flag followed by its value as the next word (`--password hunter2`).
 _FLAG_SPACE = re.compile(r"(?<![^\s\"'])(?P<name>--?[A-Za-z][A-Za-z0-9_.-]*)(?P<sep>[ \t]+)(?=[^\s-])")
@@ -119,11 +122,37 @@ def redact_text(text: str) -> str:
     """`text` with every credential it contains replaced by [redacted]."""
     if not text:
         return text
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = _redact_userinfo(text)
     text = _SHAPED_TOKENS.sub(REDACTED, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _redact_assignments(text)
     return _redact_space_flags(text)
+
+
+def _redact_userinfo(text: str) -> str:
+    """`scheme://user:pw@host` → `scheme://[redacted]@host`.
+
+    The userinfo runs to the *last* `@` of the word, so a raw `@` or `/` in a password cannot end it
+    early (at worst a path's `@` hides more than needed). One pass over the text.
+    """
+    out: list[str] = []
+    pos = 0
+    scanned = 0  # words up to here hold no '@' after their scheme
+    for m in _SCHEME.finditer(text):
+        start = m.end()
+        if m.start() < max(pos, scanned):
+            continue
+        stop = _WORD_END.search(text, start)
+        end = stop.start() if stop else len(text)
+        at = text.rfind("@", start, end)
+        if at < 0:
+            scanned = end
+            continue
+        out.append(text[pos:start])
+        out.append(REDACTED)
+        pos = at
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _redact_assignments(text: str) -> str:
