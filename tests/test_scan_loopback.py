@@ -106,3 +106,28 @@ def test_locality_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_scanning_a_non_loopback_address_is_unchanged(tmp_path: Path) -> None:
     assert not locality_of("192.0.2.1", 11434).loopback_target  # no socket table needed, no traffic
+
+
+async def test_other_loopback_only_servers_get_their_own_advice() -> None:
+    """Not Ollama (a vLLM and a ComfyUI look-alike on 127.x): lowered too, and no Ollama-specific or
+    bind-to-loopback advice."""
+    from ollama_guard.scan.engine import Scanner, ScanSettings
+    from ollama_guard.scan.targets import TargetSet
+    from test_scan import AI_IMITATIONS, ServerThread
+
+    servers = ServerThread()
+    endpoints: dict[str, str] = {}
+    try:
+        for name in ("vllm", "comfyui"):
+            address, routes, _service, _version = AI_IMITATIONS[name]
+            endpoints[f"{address}:{servers.app(address, name, routes)}"] = name
+        scanner = Scanner(TargetSet(list(endpoints)), ScanSettings(timeout=5))
+        results = {endpoints[r.endpoint]: r async for r in scanner.results()}
+    finally:
+        servers.stop()
+    for name, result in results.items():
+        [finding] = [f for f in result.findings if f.rule == "unauthenticated-api"]
+        assert finding.severity == "medium", name
+        assert "already bound to loopback" in finding.remediation
+        assert "OLLAMA" not in finding.remediation and "ollama-guard" not in finding.remediation
+        assert "bind" not in finding.remediation.replace("already bound", ""), finding.remediation

@@ -54,7 +54,8 @@ def build_findings(result: HostResult) -> list[Finding]:
     local = locality_of(result.target.host, result.target.port)
     findings = _findings(result, local)
     if local.loopback_target:
-        findings = [judge_reach(f, local) for f in findings]
+        ollama = result.service in OLLAMA_SERVICES
+        findings = [judge_reach(f, local, ollama=ollama) for f in findings]
     return findings
 
 

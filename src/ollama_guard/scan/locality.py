@@ -105,7 +105,8 @@ LOOPBACK_RISK = (
     "It listens on loopback only, so it is reachable from this host alone: any local account or process "
     "(including containers on the host network) can use it without credentials, and a web page opened in "
     "a local browser can reach it if the server trusts browser origins or Host names it should not "
-    "(OLLAMA_ORIGINS with `*`; DNS rebinding against servers that do not check the Host header)."
+    "(a permissive CORS policy such as OLLAMA_ORIGINS=*; DNS rebinding against servers that do not "
+    "check the Host header)."
 )
 LOOPBACK_REMEDIATION = (
     "It is already bound to loopback; nothing on the network reaches it. If other local users, services "
@@ -113,6 +114,11 @@ LOOPBACK_REMEDIATION = (
     "`ollama-guard keys create NAME --role inference`) and make Ollama reachable by the gateway only "
     "(a dedicated user and network namespace, or a container network with no published port). Keep "
     "OLLAMA_ORIGINS unset so browsers on other sites are refused."
+)
+LOOPBACK_REMEDIATION_OTHER = (
+    "It is already bound to loopback; nothing on the network reaches it. If other local users, services "
+    "or containers must not use it, turn on its own authentication (an API key or password option) or "
+    "put an authenticating proxy in front, and allow no browser origins it does not need."
 )
 # Ceilings for findings whose risk is "anyone who reaches the port", when only this host reaches it.
 LOOPBACK_CEILING = {
@@ -126,7 +132,7 @@ LOOPBACK_CEILING = {
 }
 
 
-def judge_reach(finding: Finding, local: Locality) -> Finding:
+def judge_reach(finding: Finding, local: Locality, *, ollama: bool = True) -> Finding:
     """Findings for a loopback target: lowered when it is loopback-only, else say where else it listens."""
     if not local.loopback_only:
         finding.evidence["also_listening_on"] = list(local.also_on)
@@ -144,10 +150,13 @@ def judge_reach(finding: Finding, local: Locality) -> Finding:
     if finding.rule in ("unauthenticated-api", "unauthenticated-admin"):
         finding.title += " (reachable from this host only)"
         finding.detail += " " + LOOPBACK_RISK
-        finding.remediation = LOOPBACK_REMEDIATION + (
-            " Through the gateway only the `admin` role reaches /api/pull, /api/push, /api/create, "
-            "/api/copy, /api/delete and /api/blobs."
-            if finding.rule == "unauthenticated-admin"
-            else ""
-        )
+        if not ollama:
+            finding.remediation = LOOPBACK_REMEDIATION_OTHER
+        else:
+            finding.remediation = LOOPBACK_REMEDIATION + (
+                " Through the gateway only the `admin` role reaches /api/pull, /api/push, /api/create, "
+                "/api/copy, /api/delete and /api/blobs."
+                if finding.rule == "unauthenticated-admin"
+                else ""
+            )
     return finding
