@@ -214,3 +214,27 @@ def test_paths_are_where_ollama_keeps_them_and_nothing_names_the_product(decoy: 
     assert str(decoy.models_dir).encode() not in everything and b"/tmp/" not in everything
     if _at_least(decoy, "0.1.45") or b"FROM " in answers[0]:
         assert b"FROM /usr/share/ollama/.ollama/models/blobs/sha256-" in answers[0]
+
+
+def test_values_ollama_refuses_are_refused_with_its_words(decoy: DecoyProcess) -> None:
+    _, body = split(get(decoy, "/api/tags"))
+    name = json.loads(body)["models"][0]["name"]
+
+    def generate(extra: dict) -> tuple[bytes, bytes]:
+        payload = {"model": name, "prompt": "hi", "stream": False, **extra}
+        return split(get(decoy, "/api/generate", "POST", json.dumps(payload).encode()))
+
+    head, body = generate({"images": ["not base64!"]})
+    assert head.startswith(b"HTTP/1.1 400 ") and body == b'{"error":"illegal base64 data at input byte 3"}'
+    head, body = generate({"context": [1, 2.5]})
+    assert body == (
+        b'{"error":"json: cannot unmarshal number 2.5 into Go struct field '
+        b'GenerateRequest.context of type int"}'
+    )
+    head, body = generate({"context": [18446744073709551616]})
+    assert b"cannot unmarshal number 18446744073709551616 into" in body
+    head, body = generate({"options": {"temperature": "hot"}})
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert body == b'{"error":"option \\"temperature\\" must be of type float32"}'
+    head, body = generate({"options": {"temperature": 0.2, "stop": ["a"], "num_ctx": 2048}})
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), body

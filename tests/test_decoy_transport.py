@@ -305,3 +305,19 @@ def test_json_errors_are_go_encoding_json_texts(go_server) -> None:
 def test_generated_json_bodies_decode_as_go_decodes_them(go_server, parts: list[bytes]) -> None:
     body = b"".join(parts)
     assert _we_say(body) == _go_decoder_says(go_server, body), body
+
+
+def _go_base64_says(go: tuple[str, int], text: bytes) -> str:
+    raw = b"POST /b64 HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+    return exchange(go, raw).split(b"\r\n\r\n", 1)[1].decode()
+
+
+@settings(
+    max_examples=200, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+@given(text=st.text(alphabet="QUFBYWJj+/=\n\r!x", max_size=14))
+def test_image_base64_errors_are_go_s(go_server, text: str) -> None:
+    from ollama_guard.decoy.govalues import go_base64_error
+
+    problem = go_base64_error(text)
+    assert ("ok" if problem is None else f"err {problem}") == _go_base64_says(go_server, text.encode())

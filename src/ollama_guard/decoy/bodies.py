@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ollama_guard.decoy.govalues import LiteralFloat, fits_go_int, go_base64_error, number_literal
 from ollama_guard.ollama.gojson import go_view
 from ollama_guard.ollama.gojson_scan import EOF, GoSyntaxError, scan_first_value
 
@@ -25,6 +26,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "float": ((int, float), "float64"),
     "object": ((dict,), "map[string]interface {}"),
     "strings": ((list,), "[]string"),
+    "images": ((list,), "[]api.ImageData"),
     "ints": ((list,), "[]int"),
     "messages": ((list,), "[]api.Message"),
     "list": ((list,), "[]interface {}"),
@@ -33,7 +35,7 @@ _KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "files": ((dict,), "map[string]string"),
 }
 _NULLABLE_KINDS = frozenset(
-    {"bool", "object", "strings", "ints", "messages", "list", "any", "duration", "files"}
+    {"images", "bool", "object", "strings", "ints", "messages", "list", "any", "duration", "files"}
 )
 
 
@@ -87,6 +89,15 @@ def _json_type_name(value: Any) -> str:
     return "null"
 
 
+def _number_error(struct: Struct, field: str, value: Any, go_type: str) -> BadRequest:
+    """A number literal an int field cannot take: Go quotes the literal."""
+    return BadRequest(
+        400,
+        f"json: cannot unmarshal number {number_literal(value)} into Go struct field "
+        f"{struct.name}.{field} of type {go_type}",
+    )
+
+
 def _type_error(struct: Struct, field: str, value: Any, go_type: str) -> BadRequest:
     return BadRequest(
         400,
@@ -98,6 +109,7 @@ def _type_error(struct: Struct, field: str, value: Any, go_type: str) -> BadRequ
 # Element checks for container kinds: (items of the value to check, element test, Go element type).
 _ELEMENTS: dict[str, tuple[Any, Any, str]] = {
     "strings": (lambda v: v, lambda x: isinstance(x, str), "string"),
+    "images": (lambda v: v, lambda x: isinstance(x, str), "api.ImageData"),
     "files": (lambda v: v.values(), lambda x: isinstance(x, str), "string"),
     "ints": (lambda v: v, lambda x: isinstance(x, int) and not isinstance(x, bool), "int"),
     "messages": (lambda v: v, lambda x: isinstance(x, dict), "api.Message"),
@@ -109,8 +121,20 @@ def _check(struct: Struct, field: str, kind: str, value: Any) -> None:
     is_bool = isinstance(value, bool)
     if not isinstance(value, accepted) or (is_bool and kind in ("int", "float", "duration")):
         raise _type_error(struct, field, value, go_type)
-    if kind == "int" and isinstance(value, float) and not value.is_integer():
-        raise _type_error(struct, field, value, go_type)
+    if kind == "int" and not fits_go_int(value):
+        raise _number_error(struct, field, value, go_type)
+    if kind == "ints":
+        for item in value:
+            if isinstance(item, int | float) and not isinstance(item, bool) and not fits_go_int(item):
+                raise _number_error(struct, field, item, "int")
+    images = value if kind == "images" else []
+    if kind == "messages":
+        images = [
+            i for m in value if isinstance(m, dict) and isinstance(m.get("images"), list) for i in m["images"]
+        ]
+    for item in images:
+        if isinstance(item, str) and (problem := go_base64_error(item)) is not None:
+            raise BadRequest(400, problem)
     if kind in _ELEMENTS:
         items, test, element_type = _ELEMENTS[kind]
         for item in items(value):
@@ -162,7 +186,7 @@ def _object_pairs(first: bytes) -> list[tuple[str, Any]]:
         return dict(pairs)
 
     try:
-        json.loads(text, object_pairs_hook=hook)
+        json.loads(text, object_pairs_hook=hook, parse_float=LiteralFloat)
     except RecursionError:  # Go allows 10000 levels; Python's parser stops near 1000
         raise BadRequest(400, "exceeded max depth") from None
     except ValueError as exc:  # numbers Python cannot hold; Go would name the field
@@ -259,7 +283,7 @@ GENERATE = Struct(
         "raw": "bool",
         "format": "any",
         "keep_alive": "duration",
-        "images": "strings",
+        "images": "images",
         "options": "object",
         "think": "any",
     },

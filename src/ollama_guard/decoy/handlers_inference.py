@@ -10,6 +10,7 @@ from ollama_guard.decoy import bodies as rq
 from ollama_guard.decoy.http import NDJSON_TYPE, Request, Send, json_bytes, send_json, send_stream
 from ollama_guard.decoy.inference import (
     Run,
+    check_options,
     embed_inputs,
     embedding_length,
     load,
@@ -145,6 +146,7 @@ def embed_response(state: DecoyState, body: dict[str, Any]) -> dict[str, Any]:
         raise rq.BadRequest(400, "model is required")
     if record is None:
         raise try_pulling(model)
+    check_options(body)
     load_ns = load(state, record, body.get("keep_alive"))
     if not inputs:
         return {"model": model, "embeddings": []}
@@ -177,6 +179,7 @@ async def embeddings(state: DecoyState, req: Request, send: Send) -> None:
         raise rq.BadRequest(400, "model is required")
     if record is None:
         raise try_pulling(model)
+    check_options(body)
     load(state, record, body.get("keep_alive"))
     prompt = body.get("prompt", "")
     if not prompt:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ollama_guard.decoy.bodies import BadRequest, keep_alive_seconds
 from ollama_guard.decoy.catalog import ModelRecord
+from ollama_guard.decoy.govalues import options_error
 from ollama_guard.decoy.modelinfo import capabilities, read_gguf
 from ollama_guard.decoy.respond import model_not_found, try_pulling
 from ollama_guard.decoy.state import DecoyState
@@ -33,6 +34,13 @@ def record_capabilities(record: ModelRecord) -> list[str]:
         return []
     summary = read_gguf(record.store.blob_path(digest))
     return capabilities(summary, record.template, has_projector=record.has_projector)
+
+
+def check_options(body: dict[str, Any]) -> None:
+    """Request options as api.Options.FromMap checks them when the runner is scheduled (500)."""
+    problem = options_error(body.get("options"))
+    if problem is not None:
+        raise BadRequest(500, problem)
 
 
 def lookup(state: DecoyState, raw: str) -> tuple[ModelName | None, ModelRecord | None]:
@@ -122,6 +130,7 @@ def prepare_generate(state: DecoyState, body: dict[str, Any]) -> Run | dict[str,
         raise BadRequest(400, f'"{model}" does not support generate')
     if body.get("suffix") and "insert" not in caps:
         raise BadRequest(400, f"{name.full()} does not support insert")
+    check_options(body)
     load_ns = load(state, record, body.get("keep_alive"))
     if prompt == "":
         return {"model": model, "done_reason": "load"}
@@ -181,6 +190,7 @@ def prepare_chat(state: DecoyState, body: dict[str, Any]) -> Run | dict[str, Any
         raise BadRequest(400, f'"{model}" does not support chat')
     if body.get("tools") and "tools" not in caps:
         raise BadRequest(400, f"{name.full()} does not support tools")
+    check_options(body)
     load_ns = load(state, record, body.get("keep_alive"))
     if not messages:
         return {"model": model, "done_reason": "load"}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,6 +60,17 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	if path == "/json" {
 		decodeFirst(w, r)
+		return
+	}
+	if path == "/b64" { // how encoding/json decodes a []byte field (Ollama's images)
+		data, _ := io.ReadAll(r.Body)
+		buf := make([]byte, base64.StdEncoding.DecodedLen(len(data)))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if _, err := base64.StdEncoding.Decode(buf, data); err != nil {
+			fmt.Fprintf(w, "err %s", err.Error())
+			return
+		}
+		fmt.Fprint(w, "ok")
 		return
 	}
 	body := ""
