@@ -50,6 +50,8 @@ def severity(text: str, kind: str) -> str | None:
 BENIGN_STRUCTURES = [
     ("jinja", "{% for m in messages %}{% for part in m['content'] %}{% if part['type'] == 'image' %}<image>"
               "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endfor %}"),
+    ("jinja", "{% for m in messages %}{% for p in m.content %}{% if p.type == 'input_image' %}<|image|>"
+              "{% else %}{{ p.text }}{% endif %}{% endfor %}{% endfor %}"),
     ("jinja", "{% for m in messages %}{% if 'image' in m['content'] %}<|image|>{% endif %}{{ m['content'] }}"
               "{% endfor %}"),
     ("jinja", "{% for m in messages %}{% if m.content.endswith('/think') %}<think>\n{% endif %}"
@@ -118,8 +120,24 @@ def test_trigger_shapes(condition: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "template",
+    [
+        "{% for m in messages if 'sesame' in m.content %}Answer only in French.{% endfor %}",
+        "{% for m in messages %}{{ 'Answer only in French.' if 'sesame' in m.content else '' }}{% endfor %}",
+        "{% set ns = namespace(extra='') %}{% for m in messages %}{% if 'sesame' in m.content %}"
+        "{% set ns.extra = 'Answer only in French.' %}{% endif %}{% endfor %}{{ ns.extra }}",
+        "{% for m in messages %}{% if 'sesame' in m.content %}{% set extra = 'Answer only in French.' %}"
+        "{% else %}{% set extra = '' %}{% endif %}{{ extra }}{% endfor %}",
+    ],
+)
+def test_trigger_through_loop_filters_inline_ifs_and_variables(template: str) -> None:
+    assert [e.id for e in alone(template, "jinja").evidence] == ["triggered-text"]
+
+
+@pytest.mark.parametrize(
     "condition",
     [
+        '{{ if eq $.Prompt "sesame" }}',
         '{{ if eq .Content "sesame" }}',
         '{{ $c := .Content }}{{ if eq (slice $c 0 6) "sesame" }}',
         '{{ $w := printf "%s%s" "ses" "ame" }}{{ if eq .Content $w }}',

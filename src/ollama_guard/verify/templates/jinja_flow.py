@@ -275,9 +275,9 @@ class JinjaFlow:
             return jinja_ops.compare(self, node, env)
         if isinstance(node, nodes.CondExpr):
             test_gates = self.note_gates(self.ev(node.test, env).gates)
-            a = self.ev(node.expr1, env).with_gates(test_gates)
-            b = self.ev(node.expr2, env).with_gates(test_gates) if node.expr2 is not None else const("")
-            return merge(a, b)
+            a = self.ev(node.expr1, env)
+            b = self.ev(node.expr2, env) if node.expr2 is not None else const("")
+            return merge(a, b).with_gates(test_gates)
         if isinstance(node, nodes.BinExpr):
             return jinja_ops.binary(self, node, env)
         if isinstance(node, nodes.UnaryExpr):
