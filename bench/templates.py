@@ -1,6 +1,6 @@
 """Benchmark the chat-template detector against the regex detector it replaced (not a test).
 
-    python bench/templates.py [--rounds 3]
+    python bench/templates.py [--rounds 3] [--store-gb 1.0 [--store-rounds 3]]
 
 On the corpora in tests/data/templates/ (real templates and poisoned variants, development and held-out
 splits), in the same run: time per template (best of `rounds`, then median / p95 / max over templates)
@@ -8,13 +8,24 @@ and detection rates — real templates flagged at all (low or above) / at high, 
 medium+ / high+, precision at high — for the data-flow detector (`verify.templates.check`) on its own and
 with a known-good index of the development split only (held-out templates are unknown to it), and for
 the regex detector verify used before (bench/baseline/template_regex.py).
+
+With --store-gb, also a store of that size in Ollama's layout whose models carry real templates (a GGUF
+`tokenizer.chat_template` and an Ollama template layer from the corpus, the largest ones first) is
+verified end to end (`ollama-guard verify --format json`) by this tree and by the tree before the
+data-flow detector (`git archive BASE src`, run with PYTHONPATH), alternating, warm cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
+import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,10 +90,95 @@ def rates(benign_ranks: list[int], poisoned_ranks: list[int]) -> dict[str, float
     return out
 
 
+def gguf_with_template(name: str, template: str) -> bytes:
+    def string(s: str) -> bytes:
+        data = s.encode()
+        return struct.pack("<Q", len(data)) + data
+
+    kvs = string("general.architecture") + struct.pack("<I", 8) + string("llama")
+    kvs += string("general.name") + struct.pack("<I", 8) + string(name)
+    kvs += string("tokenizer.chat_template") + struct.pack("<I", 8) + string(template)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, 3) + kvs
+
+
+def build_store(root: Path, size_gb: float) -> None:
+    """Six models in Ollama's layout: a GGUF (real chat template, random weights) and a real Go template."""
+    jinja = sorted(
+        (s for s in benign() if s.kind == "jinja" and s.split != "external"), key=lambda s: -len(s.text)
+    )
+    go = sorted((s for s in benign() if s.kind == "go"), key=lambda s: -len(s.text))
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True)
+    sizes = [0.45, 0.25, 0.13, 0.09, 0.05, 0.03]
+
+    def put(data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / f"sha256-{digest}").write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    for number, share in enumerate(sizes):
+        name = f"model{number}"
+        weights = gguf_with_template(name, jinja[number * 5].text) + os.urandom(int(share * size_gb * 2**30))
+        layers = [
+            {"mediaType": "application/vnd.ollama.image.model", **put(weights)},
+            {"mediaType": "application/vnd.ollama.image.template", **put(go[number * 3].text.encode())},
+            {"mediaType": "application/vnd.ollama.image.params", **put(b'{"stop":["<|eot_id|>"]}')},
+        ]
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **put(b"{}")},
+                    "layers": layers}  # fmt: skip
+        path = root / "manifests" / "registry.ollama.ai" / "library" / name / "latest"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(manifest))
+
+
+def store_bench(size_gb: float, rounds: int, base: str) -> None:
+    with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
+        root = Path(tmp) / "store"
+        build_store(root, size_gb)
+        old = Path(tmp) / "old"
+        old.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", base, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+        runs: dict[str, list[float]] = {"this tree": [], f"before ({base[:12]})": []}
+        envs = {
+            "this tree": dict(os.environ),
+            f"before ({base[:12]})": {**os.environ, "PYTHONPATH": str(old / "src")},
+        }
+        for number in range(rounds):
+            order = list(runs) if number % 2 == 0 else list(reversed(runs))
+            for label in order:
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "ollama_guard", "verify", "--format", "json",
+                                       "--models-dir", str(root), "--fail-on", "never"], env=envs[label],
+                                      capture_output=True)  # fmt: skip
+                runs[label].append(time.perf_counter() - started)
+                if done.returncode != 0:
+                    raise SystemExit(f"verify failed ({label}): {done.stderr.decode()[-300:]}")
+        print()
+        print(f"| {size_gb:g} GB store, real templates | verify wall median (s) | best | rounds |")
+        print("|---|---|---|---|")
+        for label, times in runs.items():
+            print(f"| {label} | {statistics.median(times):.2f} | {min(times):.2f} | {len(times)} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store-gb", type=float, default=0.0)
+    parser.add_argument("--store-rounds", type=int, default=3)
+    parser.add_argument(
+        "--base",
+        default="14771aa31172fd97099ab4fdf923664eff065712",
+        help="the commit before the data-flow detector (its parent on main)",
+    )
+    parser.add_argument("--store-only", action="store_true", help="only the store benchmark")
     args = parser.parse_args(argv)
+    if args.store_only:
+        store_bench(args.store_gb or 1.0, args.store_rounds, args.base)
+        return 0
     real = [s for s in benign() if s.kind in ("jinja", "go")]
     bad = list(poisoned())
     print(f"corpus: {len(real)} real templates, {len(bad)} poisoned variants")
@@ -116,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         p95 = times[int(0.95 * (len(times) - 1))]
         median = statistics.median(times) * 1000
         print(f"| {label} | {median:.2f} | {p95 * 1000:.2f} | {times[-1] * 1000:.1f} |")
+    if args.store_gb:
+        store_bench(args.store_gb, args.store_rounds, args.base)
     return 0
 
 

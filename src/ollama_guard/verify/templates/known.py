@@ -97,21 +97,31 @@ class KnownIndex:
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
         self.by_hash: dict[str, Entry] = {}
-        self.vocabulary: set[str] = set()
         for entry in entries:
             entry.hash = entry.hash or digest(entry.text)
+            self.by_hash.setdefault(entry.hash, entry)
+        self.prepared = False
+        self.vocabulary: set[str] = set()
+        self.word_sets: list[frozenset[str]] = []
+        self.by_word: dict[str, list[int]] = {}
+
+    def prepare(self) -> None:
+        """Segments and sentences of every entry: only needed once a template is not an exact match."""
+        if self.prepared:
+            return
+        for entry in self.entries:
             entry.segs = segments(entry.text)
             entry.seg_set = frozenset(entry.segs)
-            self.by_hash.setdefault(entry.hash, entry)
             self.vocabulary.update(sentences(entry.text))
         self.word_sets = [words(s) for s in sorted(self.vocabulary)]
-        self.by_word: dict[str, list[int]] = {}
         for number, word_set in enumerate(self.word_sets):
             for word in word_set:
                 self.by_word.setdefault(word, []).append(number)
+        self.prepared = True
 
     def known_sentence(self, sentence: str) -> bool:
         """Is this sentence (or one with mostly the same words) in a known template?"""
+        self.prepare()
         if sentence in self.vocabulary:
             return True
         mine = words(sentence)
@@ -128,6 +138,7 @@ class KnownIndex:
         exact = self.by_hash.get(digest(text))
         if exact is not None and exact.kind == kind:
             return Match(exact, True)
+        self.prepare()
         query = segments(text)
         qset = frozenset(query)
         best: tuple[float, Entry] | None = None
@@ -161,7 +172,10 @@ class KnownIndex:
 
 
 def to_json(entries: list[Entry]) -> bytes:
-    rows = [{"family": e.family, "kind": e.kind, "source": e.source, "text": e.text} for e in entries]
+    rows = [
+        {"family": e.family, "kind": e.kind, "source": e.source, "hash": digest(e.text), "text": e.text}
+        for e in entries
+    ]
     return gzip.compress(json.dumps(rows, ensure_ascii=False, sort_keys=True).encode("utf-8"), mtime=0)
 
 
@@ -172,4 +186,4 @@ def shipped() -> KnownIndex:
     except FileNotFoundError:
         return KnownIndex([])
     rows = json.loads(gzip.decompress(raw))
-    return KnownIndex([Entry(r["family"], r["kind"], r["source"], r["text"]) for r in rows])
+    return KnownIndex([Entry(r["family"], r["kind"], r["source"], r["text"], r.get("hash", "")) for r in rows])
