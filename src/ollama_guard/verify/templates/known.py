@@ -186,4 +186,5 @@ def shipped() -> KnownIndex:
     except FileNotFoundError:
         return KnownIndex([])
     rows = json.loads(gzip.decompress(raw))
-    return KnownIndex([Entry(r["family"], r["kind"], r["source"], r["text"], r.get("hash", "")) for r in rows])
+    entries = [Entry(r["family"], r["kind"], r["source"], r["text"], r.get("hash", "")) for r in rows]
+    return KnownIndex(entries)
