@@ -108,35 +108,7 @@ def analyze(
         before = file_state(source.path)
         minute_cache: dict[str, int | None] = {}
         for block in _blocks(source, config, nworkers):
-            for slow in block.slow:
-                if slow.request is not None:
-                    engine.feed(parser.parse_request(slow.request[0], base + slow.index + 1, slow.request[1]))
-                    continue
-                ctx = None
-                if slow.context is not None:
-                    ctx = [(base + i + 1, text) for i, text in slow.context]
-                event = parser.parse(slow.text, base + slow.index + 1, ctx)
-                if event is not None:
-                    engine.feed(event)
-            for client, counts in block.counts.items():
-                first = _gin_time(block.first.get(client), parser.tz)  # the zone the parser settled on
-                last = _gin_time(block.last.get(client), parser.tz)
-                engine.add_tally(client, first, last, counts, source.name,
-                                 _minutes(block.minutes.get(client), parser.tz, minute_cache))
-                n = sum(counts.values())
-                stats.requests += n
-                stats.recognised += n
-                stats.see(first)
-                stats.see(last)
-            stats.recognised += block.other_recognised
-            stats.blank += block.other_blank
-            if block.dropped_before_since:
-                stats.requests += block.dropped_before_since
-                stats.recognised += block.dropped_before_since
-                if block.dropped_span is not None:
-                    stats.see(_gin_time(block.dropped_span[0], parser.tz))
-                    stats.see(_gin_time(block.dropped_span[1], parser.tz))
-            stats.lines += block.lines - len(block.slow)
+            feed_block(engine, parser, block, base, minute_cache)
             base += block.lines
             if on_progress is not None:
                 on_progress(source.name, base)
@@ -168,6 +140,43 @@ _HASHED = {
     "docker": "docker logs' output, as it streamed",
     "audit-db": "the records read, one line each as shown in samples (UTF-8, newline-terminated)",
 }
+
+
+def feed_block(engine: Engine, parser: LineParser, block: fastscan.BlockResult, base: int,
+               minute_cache: dict[str, int | None]) -> None:
+    """One scanned block into the engine: the lines the scanner left to the parser, in order, and the
+    owner traffic it counted. ``base``: lines of the source before the block. Shared by investigate
+    (whole files) and watch (what each poll read)."""
+    stats = parser.stats
+    for slow in block.slow:
+        if slow.request is not None:
+            engine.feed(parser.parse_request(slow.request[0], base + slow.index + 1, slow.request[1]))
+            continue
+        ctx = None
+        if slow.context is not None:
+            ctx = [(base + i + 1, text) for i, text in slow.context]
+        event = parser.parse(slow.text, base + slow.index + 1, ctx)
+        if event is not None:
+            engine.feed(event)
+    for client, counts in block.counts.items():
+        first = _gin_time(block.first.get(client), parser.tz)  # the zone the parser settled on
+        last = _gin_time(block.last.get(client), parser.tz)
+        engine.add_tally(client, first, last, counts, parser.source,
+                         _minutes(block.minutes.get(client), parser.tz, minute_cache))
+        n = sum(counts.values())
+        stats.requests += n
+        stats.recognised += n
+        stats.see(first)
+        stats.see(last)
+    stats.recognised += block.other_recognised
+    stats.blank += block.other_blank
+    if block.dropped_before_since:
+        stats.requests += block.dropped_before_since
+        stats.recognised += block.dropped_before_since
+        if block.dropped_span is not None:
+            stats.see(_gin_time(block.dropped_span[0], parser.tz))
+            stats.see(_gin_time(block.dropped_span[1], parser.tz))
+    stats.lines += block.lines - len(block.slow)
 
 
 def _minutes(stamps: dict[str, int] | None, tz: tzinfo, cache: dict[str, int | None]) -> dict[int, int]:

@@ -38,6 +38,22 @@ class Lines:
             self.partial = b""
         return data[:cut].decode("utf-8", "replace").split("\n")
 
+    def feed_bytes(self, data: bytes) -> bytes:
+        """``feed`` for a block driver: the complete lines as bytes (ending with a newline), or b""."""
+        if self.partial:
+            data = self.partial + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > self.max_line:  # cut an endless line, as feed does
+                self.partial = b""
+                return data[: self.max_line] + b"\n"
+            self.partial = data
+            return b""
+        self.partial = data[cut + 1 :]
+        if len(self.partial) > self.max_line:
+            self.partial = b""
+        return data[: cut + 1]
+
     def flush(self) -> list[str]:
         """The unfinished last line, when its file ends for good (rotation, end of a --once read)."""
         rest, self.partial = self.partial, b""

@@ -41,6 +41,16 @@ class Pipeline:
         self._linenos: dict[str, int] = {}
         self._now: datetime | None = None  # newest event time seen
         self._expired_at = time.monotonic()
+        self._minutes: dict[str, dict[str, int | None]] = {}
+        self._fast: Any = None
+        from ollama_guard.investigate import fastscan
+
+        if fastscan.available():  # the owner's bulk traffic counted, not parsed (as investigate does)
+            from ollama_guard.investigate.analyze import FAST_ENDPOINTS, quiet_predicate
+
+            self._fast = fastscan.FastConfig(FAST_ENDPOINTS, classifier.classify,
+                                             quiet_predicate(rules, classifier),
+                                             has_trusted=bool(classifier.trusted))
 
     def _parser(self, source: str) -> LineParser:
         parser = self._parsers.get(source)
@@ -66,6 +76,27 @@ class Pipeline:
         self._now = newest
         self.flush()
 
+    def block(self, source: str, data: bytes) -> None:
+        """Complete lines as read from a file: through investigate's block driver (fast scanner, then
+        the parser for every line a rule may care about)."""
+        if not data:
+            return
+        if self._fast is None:
+            self.lines(source, data.decode("utf-8", "replace").removesuffix("\n").split("\n"))
+            return
+        from ollama_guard.investigate import fastscan
+        from ollama_guard.investigate.analyze import feed_block
+
+        parser = self._parser(source)
+        scanned = fastscan.scan_block(data, self._fast)
+        feed_block(self.engine, parser, scanned, self._linenos[source],
+                   self._minutes.setdefault(source, {}))
+        self._linenos[source] += scanned.lines
+        newest = parser.last_time
+        if newest is not None and (self._now is None or newest > self._now):
+            self._now = newest
+        self.flush()
+
     def skip(self, source: str, lines: int) -> None:
         """The first ``lines`` lines of the source were there before the watch began (not read)."""
         self._parser(source)
@@ -74,6 +105,7 @@ class Pipeline:
     def reset(self, source: str) -> None:
         """The source's file was replaced or truncated: line numbers start again at 1."""
         self._parsers.pop(source, None)
+        self._minutes.pop(source, None)
         self._parser(source)
 
     def events(self, events: list[Event]) -> None:

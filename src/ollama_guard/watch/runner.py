@@ -59,7 +59,7 @@ class Watch:
                 lines = Lines()
                 for kind, data in follower.read_all():
                     if kind == DATA:
-                        self.pipeline.lines(name, lines.feed(data))
+                        self.pipeline.block(name, lines.feed_bytes(data))
                 self.pipeline.lines(name, lines.flush())
                 follower.close()
                 _notices(follower)
@@ -135,7 +135,7 @@ class Watch:
                 follower.skipped_lines = 0
             for kind, data in items:
                 if kind == DATA:
-                    pipeline.lines(name, lines.feed(data))
+                    pipeline.block(name, lines.feed_bytes(data))
                 else:
                     pipeline.lines(name, lines.flush())
                     pipeline.reset(name)
