@@ -187,7 +187,8 @@ def main() -> None:
     print(f"throughput: {t['lines']:,} lines ({t['bytes'] / 1e6:.0f} MB) written in {t['write_s']:.2f} s; "
           f"watch alerted on the last after {t['watch_s']:.2f} s = {t['watch_lps']:,.0f} lines/s")
     print(f"  baseline investigate (batch, same file): {t['investigate_s']:.2f} s = "
-          f"{t['investigate_lps']:,.0f} lines/s; watch/investigate = {t['watch_lps'] / t['investigate_lps']:.2f}x")
+          f"{t['investigate_lps']:,.0f} lines/s; "
+          f"watch/investigate = {t['watch_lps'] / t['investigate_lps']:.2f}x")
     print(f"  baseline parser+engine alone (no I/O): {t['engine_lps']:,.0f} lines/s; "
           f"watch/engine = {t['watch_lps'] / t['engine_lps']:.2f}x")
     lat = latency(args.out, args.rate, args.alerts)
