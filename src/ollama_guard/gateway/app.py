@@ -28,7 +28,7 @@ from ollama_guard.gateway.request import AuditFacts, Receive, Request, Scope, Se
 from ollama_guard.gateway.respond import send_refusal
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.stages import limits
-from ollama_guard.gateway.stages.account import account, token_counter
+from ollama_guard.gateway.stages.account import account, reservation, token_counter
 from ollama_guard.gateway.stages.authenticate import authenticate
 from ollama_guard.gateway.stages.authorise import authorise
 from ollama_guard.gateway.stages.client import ClientStage
@@ -78,12 +78,13 @@ class GatewayApp:
         body = await self.judge_body(req, route)
         matcher = self.policy(req.facts, route, params, key, body)
         counter = token_counter(route)
-        slot = await limits.admit(services.limiter, key, req.facts)
+        reserve = reservation(route, key, body, self.config.token_reservation, req.facts.bytes_in)
+        slot, reserved = await limits.admit(services.limiter, key, req.facts, reserve)
         try:
             await self.forward(req, route, matcher, body, counter)
         finally:
             await limits.release(slot)
-            await account(req.facts, route, key, counter, services.limiter, self.metrics)
+            await account(req.facts, route, key, counter, services.limiter, self.metrics, reserved)
 
     # --- ASGI entry -------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -75,6 +75,7 @@ class GatewayConfig(BaseModel):
     max_json_elements: int = 250_000  # JSON values in one body (arrays' items, objects' members)
     max_control_body_bytes: int = 64 * 1024  # bodies that name a model and a few flags (/api/show, …)
     max_document_body_bytes: int = 1024 * 1024  # /api/create (templates, system prompts, licenses)
+    token_reservation: int = 2048  # tokens reserved for an answer whose request sets no output cap
     max_inflight_body_bytes: int | None = None  # request-body bytes held at once (None: 3 × max_body_bytes)
     secret_file: Path | None = None
     metrics: bool = True
@@ -134,7 +135,7 @@ class GatewayConfig(BaseModel):
 
     @field_validator(
         "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
-        "max_json_elements", "max_control_body_bytes", "max_document_body_bytes",
+        "max_json_elements", "max_control_body_bytes", "max_document_body_bytes", "token_reservation",
     )
     @classmethod
     def _positive_int(cls, v: int) -> int:

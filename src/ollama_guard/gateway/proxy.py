@@ -1,5 +1,5 @@
 """The upstream side: a small pooled HTTP/1.1 client for Ollama, header hygiene, streaming relay and
-token counting from the tail of the response (never buffering a stream).
+token counting from usage numbers found anywhere in the answer (never buffering a stream).
 
 The client is ours rather than aiohttp's because on the proxied hot path aiohttp's request machinery
 cost more CPU than everything else the gateway does together (measured: ~300 µs of ~670 µs per
@@ -37,37 +37,32 @@ _DROP_RESPONSE_HEADERS = frozenset(
     }
 )
 
-TAIL_BYTES = 4096
-_TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
-_EVAL = re.compile(rb'"eval_count"\s*:\s*(\d+)')
-_PROMPT_EVAL = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
-_OUTPUT_TOKENS = re.compile(rb'"output_tokens"\s*:\s*(\d+)')
-_INPUT_TOKENS = re.compile(rb'"input_tokens"\s*:\s*(\d+)')
-
-
-def _last_int(pattern: re.Pattern[bytes], data: bytes) -> int | None:
-    found = None
-    for found in pattern.finditer(data):  # noqa: B007 - we want the last match
-        pass
-    return int(found.group(1)) if found is not None else None
+# Usage numbers, wherever they sit in an answer: Ollama's final object (`prompt_eval_count`,
+# `eval_count`, written before a `logprobs` array that may be megabytes long), OpenAI's `usage`
+# (`prompt_tokens`, `completion_tokens`, `total_tokens`), Anthropic's (`input_tokens`,
+# `output_tokens`). Generated text cannot fake one: inside a JSON string its quotes are escaped.
+_USAGE = re.compile(
+    rb'"(total_tokens|eval_count|prompt_eval_count|output_tokens|input_tokens|completion_tokens|prompt_tokens)"'
+    rb"\s*:\s*(\d{1,12})"
+)
+_OVERLAP = 96  # a usage field split across two chunks is found in the seam
 
 
 class TokenCounter:
-    """Keeps only the last few KiB of a response plus a few counters (nothing is ever buffered).
+    """Finds the usage numbers anywhere in a relayed answer (stream or whole body), scanning each
+    chunk as it passes — nothing is buffered — and counts what was relayed, for answers without them.
 
-    Ollama puts `prompt_eval_count`/`eval_count` in the final NDJSON object (or the single JSON
-    answer); OpenAI-style answers end with `usage`. Those numbers sit at the very end of the stream,
-    so a bounded tail is enough when the answer is complete.
-
-    When they are missing — above all when the client hung up before the final chunk, which would
-    otherwise make a stream free — what was relayed is charged: one token per NDJSON line (Ollama
-    streams one line per generated piece) or per SSE event, at least one for any answer at all.
+    The last value of each field wins (a stream's final object carries the totals). When no usage
+    was found — above all when the client hung up before the final chunk — the request is charged
+    its reservation, or what was relayed if that is more: one token per NDJSON line (Ollama streams
+    one line per generated piece) or per SSE event.
     """
 
-    __slots__ = ("done_seen", "events", "lines", "partial", "relayed", "tail")
+    __slots__ = ("done_seen", "events", "found", "lines", "partial", "relayed", "seam")
 
     def __init__(self) -> None:
-        self.tail = b""
+        self.found: dict[bytes, int] = {}
+        self.seam = b""
         self.events = 0
         self.lines = 0
         self.partial = False  # the relayed bytes end inside a line
@@ -77,38 +72,39 @@ class TokenCounter:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
-        if len(chunk) >= TAIL_BYTES:
-            self.tail = chunk[-TAIL_BYTES:]
-        else:
-            joined = self.tail + chunk
-            self.tail = joined[-TAIL_BYTES:] if len(joined) > TAIL_BYTES else joined
+        found = self.found
+        if self.seam:
+            joined = self.seam + chunk[:_OVERLAP]
+            for match in _USAGE.finditer(joined):
+                if match.end() > len(self.seam):  # not already seen whole in the previous chunk
+                    found[match.group(1)] = int(match.group(2))
+        if b'_count"' in chunk or b'_tokens"' in chunk:
+            for match in _USAGE.finditer(chunk):
+                found[match.group(1)] = int(match.group(2))
+        self.seam = chunk[-_OVERLAP:] if len(chunk) >= _OVERLAP else (self.seam + chunk)[-_OVERLAP:]
         self.relayed += len(chunk)
         self.lines += chunk.count(b"\n")
         self.partial = not chunk.endswith(b"\n")
         if b"data:" in chunk:
             self.events += chunk.count(b"data:")
-        if b"[DONE]" in self.tail[-(len(chunk) + 16) :]:
+        if b"[DONE]" in chunk or b"[DONE]" in self.seam:
             self.done_seen = True
 
     def usage(self) -> int | None:
-        """The token count the upstream reported at the end of its answer, if it did."""
-        tail = self.tail
-        total = _last_int(_TOTAL_TOKENS, tail)
-        if total is not None:
-            return total
-        evals = _last_int(_EVAL, tail)
-        prompt = _last_int(_PROMPT_EVAL, tail)
-        if evals is not None or prompt is not None:
-            return (evals or 0) + (prompt or 0)
-        out = _last_int(_OUTPUT_TOKENS, tail)
-        if out is not None:
-            return out + (_last_int(_INPUT_TOKENS, tail) or 0)
+        """The token count the upstream reported, if it did."""
+        found = self.found
+        if b"total_tokens" in found:
+            return found[b"total_tokens"]
+        if b"eval_count" in found or b"prompt_eval_count" in found:
+            return found.get(b"eval_count", 0) + found.get(b"prompt_eval_count", 0)
+        if b"output_tokens" in found or b"input_tokens" in found:
+            return found.get(b"output_tokens", 0) + found.get(b"input_tokens", 0)
+        if b"completion_tokens" in found or b"prompt_tokens" in found:
+            return found.get(b"completion_tokens", 0) + found.get(b"prompt_tokens", 0)
         return None
 
-    def total(self, sse: bool) -> int:
-        reported = self.usage()
-        if reported is not None:
-            return reported
+    def relayed_estimate(self, sse: bool) -> int:
+        """Tokens that what was relayed must at least have cost (no usage numbers seen)."""
         if not self.relayed:
             return 0
         if sse and self.events:
@@ -118,6 +114,13 @@ class TokenCounter:
                 return max(self.events - 2, 1)
             return self.events  # cut short: every relayed event carried a piece
         return max(self.lines + (1 if self.partial else 0), 1)
+
+    def total(self, sse: bool, reserved: int = 0) -> int:
+        """What to charge: the reported usage, else the larger of the reservation and the estimate."""
+        reported = self.usage()
+        if reported is not None:
+            return reported
+        return max(reserved, self.relayed_estimate(sse))
 
 
 class HandOver(Protocol):

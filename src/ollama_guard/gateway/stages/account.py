@@ -1,8 +1,15 @@
-"""Stage 9, `account`: charge the tokens an answer used to its key's daily budget.
+"""Stage 9, `account`: what a request may spend from its key's daily token budget, and what it spent.
 
-Generation and embedding routes (not `/api/create`, whose status lines are no tokens) get a
-`TokenCounter` that watches the relayed answer; only a 200 answer is charged (an error generated
-nothing).
+Before forwarding (`reservation`): a request that spends tokens reserves what it may use — its own
+cap on output (`options.num_predict`, `max_tokens`, `max_completion_tokens`, `max_output_tokens`),
+else `token_reservation` from the configuration — plus its prompt, estimated at one token per four
+body bytes. The `limits` stage takes the reservation atomically with the admission, so concurrent
+requests cannot together pass the budget by more than one reservation.
+
+After the answer (`account`): the reservation is replaced by the usage numbers found anywhere in the
+answer (`proxy.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
+not say), the reservation is charged — or what was relayed, if that is more. An upstream error
+answer, or a refusal before forwarding, spends nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ollama_guard.gateway.body import BodyStream, JsonBody
+from ollama_guard.gateway.limits import Reservation
 from ollama_guard.gateway.metrics import GatewayMetrics
 from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.request import AuditFacts
@@ -17,24 +26,61 @@ from ollama_guard.gateway.routes import Route
 
 log = logging.getLogger("ollama_guard.gateway")
 
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
 
 def token_counter(route: Route) -> TokenCounter | None:
     """A counter for routes whose answers spend tokens; None for the others."""
     return TokenCounter() if route.endpoint.is_compute and route.egress is None else None
 
 
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return int(value)
+
+
+def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, default_output: int,
+                body_bytes: int) -> int:
+    """Tokens to reserve for this request (0 when the key has no token budget)."""
+    if getattr(key, "tokens_per_day", None) is None or not route.endpoint.is_compute or route.egress:
+        return 0
+    prompt = -(-body_bytes // 4)
+    if "embed" in route.endpoint.path:
+        return max(prompt, 1)  # embeddings generate nothing
+    output: int | None = None
+    if isinstance(body, JsonBody):
+        options = body.get("options")
+        if isinstance(options, dict):
+            output = _positive_int(options.get("num_predict"))  # -1 / -2: until the context is full
+        for field in _OUTPUT_CAPS:
+            output = output or _positive_int(body.get(field))
+    return prompt + (output if output is not None else default_output)
+
+
 async def account(
     facts: AuditFacts, route: Route, key: Any, counter: TokenCounter | None, limiter: Any,
-    metrics: GatewayMetrics,
+    metrics: GatewayMetrics, reserved: Reservation | None,
 ) -> None:
-    if counter is None or facts.status != 200:
+    if counter is None:
         return
-    tokens = counter.total(route.endpoint.stream == "sse")
-    facts.tokens = tokens
-    if not tokens:
-        return
-    metrics.tokens.labels(facts.key_name or "").inc(tokens)
+    # forwarded and answered, or the client went away while Ollama was at work
+    spent = facts.status == 200 or facts.client_gone
+    usage = counter.usage()
+    if usage is not None:
+        tokens = usage
+    elif spent:
+        tokens = counter.total(route.endpoint.stream == "sse", reserved.tokens if reserved else 0)
+    else:
+        tokens = 0
+    if spent:
+        facts.tokens = tokens
+        if tokens:
+            metrics.tokens.labels(facts.key_name or "").inc(tokens)
     try:
-        await limiter.add_tokens(key, tokens)
+        if reserved is not None:
+            await limiter.settle(key, reserved, tokens if spent else 0)
+        elif spent and tokens:
+            await limiter.add_tokens(key, tokens)
     except Exception:
         log.exception("could not record token use for request %s", facts.request_id)

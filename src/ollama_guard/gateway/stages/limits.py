@@ -1,7 +1,8 @@
 """Stage 7, `limits`: admit the request under its key's rate, concurrency and token limits.
 
 A limit reached → 429 with Retry-After; a limit store that cannot decide → 503 (fail closed). The
-admission is a slot held until the answer is relayed (`release`).
+admission is a slot held until the answer is relayed (`release`); it takes the request's token
+reservation (`account.reservation`) in the same atomic step.
 """
 
 from __future__ import annotations
@@ -10,20 +11,22 @@ import contextlib
 import logging
 from typing import Any
 
-from ollama_guard.gateway.limits import Limited, StoreUnavailable
+from ollama_guard.gateway.limits import Limited, Reservation, StoreUnavailable
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts
 
 log = logging.getLogger("ollama_guard.gateway")
 
-Slot = contextlib.AbstractAsyncContextManager[None]
+Slot = contextlib.AbstractAsyncContextManager[Any]
 
 
-async def admit(limiter: Any, key: Any, facts: AuditFacts) -> Slot:
-    """An entered limiter slot for this request, or a Refusal."""
-    slot = limiter.acquire(key)
+async def admit(
+    limiter: Any, key: Any, facts: AuditFacts, reserve: int = 0
+) -> tuple[Slot, Reservation | None]:
+    """An entered limiter slot for this request and its token reservation, or a Refusal."""
+    slot = limiter.acquire(key, reserve) if reserve else limiter.acquire(key)
     try:
-        await slot.__aenter__()
+        reservation = await slot.__aenter__()
     except Limited as exc:
         raise Refusal(429, str(exc.reason), "rate-limited", retry_after=exc.retry_after) from None
     except StoreUnavailable:
@@ -32,7 +35,7 @@ async def admit(limiter: Any, key: Any, facts: AuditFacts) -> Slot:
     except Exception:
         log.exception("limit check failed; refusing request %s", facts.request_id)
         raise Refusal(503, "limit store unavailable", "limit-store-unavailable") from None
-    return slot
+    return slot, reservation if isinstance(reservation, Reservation) else None
 
 
 async def release(slot: Slot) -> None:
