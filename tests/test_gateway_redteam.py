@@ -1006,10 +1006,9 @@ def test_token_budget_cannot_be_dodged_by_hanging_up_early(legacy: tuple[Gateway
         time.sleep(0.3)  # the gateway records the (missing) usage after the disconnect
     else:
         pytest.fail(f"six streams cut short ({pieces} pieces) and the budget of 20 never ran out")
-    # the pieces were charged: refused once about the daily budget of 20 tokens was relayed (the
-    # request that crosses the budget finishes, so at most one request's worth more; a line or two
-    # per stream may be relayed after the client stopped reading, and is charged too)
-    assert 14 <= pieces <= 20 + 15, pieces
+    # a stream cut short says nothing of its usage, so it is charged its reservation (no num_predict:
+    # token_reservation, 2048): the first cut stream spends the daily budget of 20 tokens
+    assert 1 <= pieces <= 20 + 15, pieces
     resp = raw_request(
         gw.host,
         gw.port,
