@@ -15,6 +15,7 @@ import click
 from ollama_guard.decoy.app import DecoyApp
 from ollama_guard.decoy.cors import default_origins, origins_from_env
 from ollama_guard.decoy.hostguard import HOST_GUARD_SINCE, is_loopback_listener
+from ollama_guard.decoy.library import install_library
 from ollama_guard.decoy.requestlog import RequestLog
 from ollama_guard.decoy.serverlog import ServerLog
 from ollama_guard.decoy.state import DecoySettings, DecoyState
@@ -123,6 +124,12 @@ def url_for(sock: socket.socket) -> str:
     help="Disable the Host-header check on loopback listeners (versions before 0.1.29 never had it).",
 )
 @click.option(
+    "--library",
+    is_flag=True,
+    help="Also install public library models (gemma:2b, llama3.2) with their real manifests, digests and "
+    "sizes, backed by sparse files (a few KiB on disk).",
+)
+@click.option(
     "--upload-quota",
     default="2G",
     show_default=True,
@@ -163,6 +170,7 @@ def decoy(
     request_log_max: str,
     max_conns_per_ip: int,
     shown_models_dir: str,
+    library: bool,
 ) -> None:
     """Serve an Ollama-compatible API backed by a real on-disk model store and fake, deterministic models.
 
@@ -198,6 +206,9 @@ def decoy(
         state = DecoyState.open(settings)
         if seed_models:
             state.seed(seed_models)
+        if library:
+            install_library(state.store)
+            state.catalog.invalidate()
         log = RequestLog(request_log, max_bytes=log_max) if request_log is not None else None
         if server_log is not None:
             gin_log = ServerLog(server_log)
