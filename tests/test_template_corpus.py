@@ -87,3 +87,56 @@ def test_real_go_templates_render_in_ollamas_dialect(tmp_path_factory) -> None:
     )
     failures = [s.name for s, r in zip(samples, results, strict=True) if r.get("error")]
     assert not failures
+
+
+# Where this parser is more lenient than Go's (it then analyses a template Ollama would refuse to load:
+# harmless) — never the other way round, which would let a template hide its logic from the analysis.
+GO_LENIENT = {
+    "{{ $undefined }}",
+    "{{ 1 | 2 }}",
+    "{{ range $k, $v, $w := .Messages }}{{ end }}",
+    "{{ with .X }}{{ else with .Y }}{{ end }}",
+}  # else-with: Go 1.23+ (Ollama's), not this Go
+GO_CASES = [
+    "{{-3}}", "{{- 3}}", "{{ 3 -}}", '{{ "a" | printf "%s" }}', "{{ $x := 1 }}{{ $x = 2 }}{{ $x }}",
+    "{{ range $i, $v := .Messages }}{{ $i }}{{ end }}", "{{ with $x := .System }}{{ $x }}{{ end }}",
+    '{{ block "x" . }}y{{ end }}', '{{ define "x" }}a{{ end }}{{ template "x" }}', "{{ else }}",
+    "{{ if }}{{ end }}", "{{ .A.B.C }}", "{{ (.System).Foo }}", '{{ "\\z" }}', "{{ 'ab' }}", "{{ 'a' }}",
+    "{{ `raw\nline` }}", "{{/* a */}}", "{{ /* a */ }}", "{{- /* a */ -}}", "{{-/* a */-}}", "{{ break }}",
+    "{{ range .Messages }}{{ break }}{{ end }}", "{{ range .Messages }}{{ continue }}{{ end }}",
+    "{{ if .System }}a{{ else if .Prompt }}b{{ else }}c{{ end }}", "{{ if .System }}{{ end }}{{ end }}",
+    "{{ .System", "{{ len }}", "{{ printf }}", "{{ nil }}", "{{ .Messages | len }}", "{{ (1) }}", "{{ () }}",
+    "{{ $ }}", "{{ $.System }}", "{{ 0x1F }}", "{{ 1e3 }}", "{{ 1_000 }}", '{{ "}}" }}', "{{ if .System }}",
+    "{{ end }}", '{{ template "missing" }}', "{{ .System | }}", "{{ | .System }}", "{{ eq .A .B .C }}",
+    "{{ $x := }}", "{{ := 1 }}", "{{ .System 1 }}", "a {{- /* c */}} b", "{{/* a */ -}} b", "{{ '\\'' }}",
+    *GO_LENIENT,
+]  # fmt: skip
+
+
+def test_go_parser_agrees_with_go(tmp_path_factory) -> None:
+    """Differential: every template Go parses, this parser parses; what Go refuses, it refuses too
+    (except the leniencies listed). Real Go templates of the corpus included."""
+    from ollama_guard.verify.templates.go_parser import GoParseError, parse
+
+    try:
+        binary = go_renderer(str(tmp_path_factory.getbasetemp()))
+    except FileNotFoundError:
+        pytest.skip("Go toolchain not installed (CI installs golang-go)")
+    cases = (
+        GO_CASES
+        + [s.text for s in benign() if s.kind == "go"]
+        + [v.text for v in poisoned() if v.kind == "go"]
+    )
+    results = render_go(binary, [(c, {"messages": [{"role": "user", "content": "hi"}]}) for c in cases])
+    for case, result in zip(cases, results, strict=True):
+        error = result.get("error") or ""
+        go_refuses = bool(error) and "executing" not in error
+        try:
+            parse(case)
+            ours_refuses = False
+        except GoParseError:
+            ours_refuses = True
+        if case in GO_LENIENT:
+            assert go_refuses and not ours_refuses, case
+        else:
+            assert ours_refuses == go_refuses, (case[:80], error)

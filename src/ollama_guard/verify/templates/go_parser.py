@@ -136,16 +136,23 @@ def _split_actions(src: str) -> list[tuple[str, str, int]]:
             out.append(("text", text, line))
         line += src.count("\n", pos, start)
         body_start = inner
-        stripped = src[inner:].lstrip(" \t\r\n")
-        if stripped.startswith("/*"):
+        trimmed = inner > start + 2
+        # as in Go: the comment opens right after the delimiter, or after the trim marker and one space
+        if src.startswith("/*", inner) or (trimmed and src.startswith("/*", inner + 1)):
             end = src.find("*/", inner)
             if end < 0:
                 raise GoParseError("unclosed comment", line)
-            close = src.find("}}", end)
-            if close < 0:
-                raise GoParseError("unclosed action", line)
-        else:
-            close = _find_close(src, inner, line)
+            close = end + 2
+            if src.startswith(" -}}", close) or src.startswith("\t-}}", close) or src.startswith("\n-}}", close):
+                close += 2
+            if not src.startswith("}}", close):
+                raise GoParseError("comment ends before closing delimiter", line)
+            trim_next = src.startswith("-}}", close - 1)
+            out.append(("comment", "", line))
+            line += src.count("\n", start, close)
+            pos = close + 2
+            continue
+        close = _find_close(src, inner, line)
         body = src[body_start:close]
         trim_next = body.endswith((" -", "\t-", "\n-", "\r-"))
         if trim_next:
@@ -229,6 +236,8 @@ class _Pipeline:
             while self.peek()[0] not in ("eof",) and self.peek() not in (("op", "|"), ("op", ")")):
                 args.append(self.operand())
             if not args:
+                if pipe.cmds and self.peek()[0] == "eof":  # `{{ x | }}`: Go (1.19) accepts a trailing pipe
+                    return pipe
                 raise GoParseError("missing command in pipeline", self.line)
             pipe.cmds.append(Cmd(args))
             if self.peek() != ("op", "|"):
@@ -276,8 +285,7 @@ def parse(src: str) -> Tree:
         if kind == "text":
             current.append(Node("text", line, text=body))
             continue
-        stripped = body.strip(" \t\r\n")
-        if stripped.startswith("/*"):
+        if kind == "comment":
             continue
         toks = tokens(body, line)
         if not toks:
@@ -321,6 +329,8 @@ def parse(src: str) -> Tree:
             pipe = rest.pipe() if rest.peek()[0] != "eof" else None
             current.append(Node("template", line, name=unquote(name_tok[1], line), pipe=pipe))
         elif word in ("break", "continue"):
+            if not any(kind == "range" for _, _, kind in stack):
+                raise GoParseError(f"{{{{{word}}}}} outside {{{{range}}}}", line)
             current.append(Node(word, line))
         else:
             pipe = _Pipeline(toks, line).pipe()
