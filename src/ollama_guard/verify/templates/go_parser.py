@@ -143,7 +143,7 @@ def _split_actions(src: str) -> list[tuple[str, str, int]]:
             if end < 0:
                 raise GoParseError("unclosed comment", line)
             close = end + 2
-            if src.startswith(" -}}", close) or src.startswith("\t-}}", close) or src.startswith("\n-}}", close):
+            if src.startswith((" -}}", "\t-}}", "\n-}}", "\r-}}"), close):
                 close += 2
             if not src.startswith("}}", close):
                 raise GoParseError("comment ends before closing delimiter", line)
