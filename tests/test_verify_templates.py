@@ -243,7 +243,8 @@ def test_unparseable_template_is_medium_and_still_judged_as_text() -> None:
 
 
 def test_go_parser_errors_match_go() -> None:
-    bad_ones = ("{{ if .X }}", "{{ end }}", '{{ "unterminated }}', "{{ (.X }}", "{{ /* c */ }}", "{{ break }}")
+    bad_ones = ("{{ if .X }}", "{{ end }}", '{{ "unterminated }}', "{{ (.X }}", "{{ /* c */ }}",
+                "{{ break }}")
     for bad in bad_ones:
         with pytest.raises(GoParseError):
             parse(bad)
