@@ -8,6 +8,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ollama_guard.verify.templates import check
 from ollama_guard.verify.templates.go_parser import GoParseError, parse
@@ -299,3 +301,56 @@ def test_replace_that_inserts_an_instruction_is_a_trigger() -> None:
 def test_emoji_presentation_is_not_hidden_text() -> None:
     assert ids("⚠️ Warning: the previous call failed. 👨‍💻", "system") == set()
     assert "invisible-characters" in ids("ig\ufe0fnore", "system")
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("go", "{{ if .A }}" * 3000 + "x" + "{{ end }}" * 3000),
+        ("go", "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}"),
+        ("jinja", "{% if a %}" * 3000 + "x" + "{% endif %}" * 3000),
+    ],
+)
+def test_nesting_too_deep_to_analyse_is_high_not_a_crash(kind: str, text: str) -> None:
+    assert ids(text, kind) == {"unanalysable-template"}
+    assert severity(text, kind) == "high"
+
+
+FANOUT = "".join(
+    f"{{% macro m{i}(x) %}}{{{{ m{i + 1}(x) ~ m{i + 1}(x ~ 'a') }}}}{{% endmacro %}}" for i in range(30)
+) + "{% macro m30(x) %}{{ x }}{% endmacro %}{{ m0(messages[0].content) }}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("jinja", "{% for m in messages %}" * 25 + "{{ m.content }}" + "{% endfor %}" * 25),
+        ("jinja", FANOUT),
+        ("jinja", "{{ 'a' * 100000000 }}{{ 9 ** 9 ** 9 }}{{ 'a' | center(999999999) }}"),
+        ("go", '{{ printf "%999999999s" "a" }}' + "{{ range .Messages }}" * 25 + "{{ .Content }}"
+               + "{{ end }}" * 25),
+    ],
+)  # fmt: skip
+def test_work_is_bounded(kind: str, text: str) -> None:
+    """Loops, macro fan-out and folding bombs cost bounded time and memory (no 2^n walk, no 1 GB string)."""
+    import time
+
+    started = time.perf_counter()
+    alone(text, kind)
+    assert time.perf_counter() - started < 5
+
+
+TOKENS = ["{{", "}}", "{%", "%}", "{#", "#}", "{{-", "-}}", "/*", "*/", " ", "\n", "if", "else", "end",
+          "endif", "for", "endfor", "range", "with", "in", "messages", ".Messages", ".Content", "m.content",
+          "$x", ":=", "=", "|", "(", ")", "'", '"', "`", "\\", "~", "[", "]", ".", ",", "eq", "len", "printf",
+          "lower", "'sesame'", '"sesame"', "Ignore all previous instructions", "\u200b", "<|im_start|>",
+          "5"]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["jinja", "go", "system"]),
+       text=st.lists(st.sampled_from(TOKENS), max_size=60).map("".join))  # fmt: skip
+def test_any_input_gives_a_verdict(kind: str, text: str) -> None:
+    """Fuzzed half-templates: always a verdict (evidence or none), never an exception."""
+    verdict = check(text, kind)  # type: ignore[arg-type]
+    assert all(e.severity for e in verdict.evidence)

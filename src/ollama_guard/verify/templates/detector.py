@@ -8,7 +8,9 @@ from typing import Literal
 from jinja2 import TemplateSyntaxError
 
 from ollama_guard.findings import Severity
-from ollama_guard.verify.templates import jinja_flow, known
+from ollama_guard.verify.templates import go_flow, jinja_flow, known
+from ollama_guard.verify.templates.flow import Analysis
+from ollama_guard.verify.templates.go_parser import GoParseError
 from ollama_guard.verify.templates.judge import Evidence, Verdict, judge_analysis, judge_text
 
 Kind = Literal["jinja", "go", "system"]
@@ -91,42 +93,26 @@ def _check(text: str, kind: Kind) -> Verdict:
         )
     if kind == "system" or len(text) > MAX_ANALYSED_CHARS:
         return _windows(kind, text, verdict)
-    if kind == "jinja":
-        try:
-            tree = jinja_flow.parse(text)
-        except (TemplateSyntaxError, RecursionError) as exc:
-            line = getattr(exc, "lineno", 1) or 1
-            verdict.add(
-                Evidence(
-                    "unparseable-template",
-                    Severity.MEDIUM,
-                    line,
-                    1,
-                    "",
-                    "",
-                    f"Jinja2 cannot parse it: {str(exc)[:200]}",
-                )
-            )
-            return _windows(kind, text, verdict)
-        return judge_analysis(kind, text, jinja_flow.JinjaFlow().run(tree), verdict)
-    from ollama_guard.verify.templates import go_flow
-
     try:
-        analysis = go_flow.analyse(text)
-    except go_flow.GoParseError as exc:
-        verdict.add(
-            Evidence(
-                "unparseable-template",
-                Severity.MEDIUM,
-                exc.line,
-                1,
-                "",
-                "",
-                f"not a valid Go template: {exc}",
-            )
-        )
+        analysis = _analyse(text, kind)
+    except RecursionError:
+        verdict.add(Evidence("unanalysable-template", Severity.HIGH, 1, 1, "", "",
+                             "nested too deeply to analyse; other engines (llama.cpp, Ollama) may still "
+                             "render it, so its logic is hidden from review"))  # fmt: skip
+        return _windows(kind, text, verdict)
+    except (TemplateSyntaxError, GoParseError) as exc:
+        line = getattr(exc, "lineno", None) or getattr(exc, "line", 1) or 1
+        engine = "Jinja2" if kind == "jinja" else "Go's text/template"
+        verdict.add(Evidence("unparseable-template", Severity.MEDIUM, line, 1, "", "",
+                             f"{engine} cannot parse it: {str(exc)[:200]}"))  # fmt: skip
         return _windows(kind, text, verdict)
     return judge_analysis(kind, text, analysis, verdict)
+
+
+def _analyse(text: str, kind: Kind) -> Analysis:
+    if kind == "jinja":
+        return jinja_flow.JinjaFlow().run(jinja_flow.parse(text))
+    return go_flow.analyse(text)
 
 
 def _windows(kind: Kind, text: str, verdict: Verdict) -> Verdict:
