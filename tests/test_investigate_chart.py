@@ -170,7 +170,8 @@ def _histograms(path: Path, *, fast: bool) -> dict[str, dict[int, int]]:
 
     analysis = analyze([file_source(str(path))], None, rules=load_rules(), classifier=ClientClassifier(),
                        tz=UTC, since=None, fast=fast)
-    return {c: dict(sorted(t.histogram.items())) for c, t in analysis.engine.tallies.items() if t.histogram}
+    return {c: dict(sorted(t.per_minute.items())) for c, t in analysis.engine.tallies.items()
+            if t.per_minute}
 
 
 def _quarters(hists: dict[str, dict[int, int]]) -> dict[str, dict[int, int]]:
@@ -206,3 +207,22 @@ def test_fast_scanner_counts_per_minute_like_the_parser(tmp_path: Path, monkeypa
         assert _quarters(fast) == _quarters(slow)
     else:
         assert _histograms(path, fast=True) == slow
+
+
+def test_a_client_counts_per_minute_then_per_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollama_guard.investigate import engine
+    from ollama_guard.investigate.engine import ClientTally
+
+    tally = ClientTally("203.0.113.9", "public")
+    assert tally.per_minute == {}
+    tally.count_at(600, 2)
+    tally.count_at(600)
+    assert tally.per_minute == {600: 3} and tally.histogram is None  # one minute: no dict
+    tally.count_at(601)
+    assert tally.per_minute == {600: 3, 601: 1}
+    monkeypatch.setattr(engine, "MAX_HISTOGRAM_KEYS", 3)
+    tally.count_at(662)
+    tally.count_at(725, 5)  # a fourth minute: the client goes per hour, nothing lost
+    assert tally.hourly and tally.per_minute == {600: 4, 660: 1, 720: 5}
+    tally.count_at(779)
+    assert tally.per_minute[720] == 6

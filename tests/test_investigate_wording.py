@@ -20,6 +20,7 @@ from test_investigate_gen import config_line, gin
 
 T = datetime(2025, 3, 2, 9, 0, 0)
 ATTACKER = "203.0.113.9"
+TUNNELLED = "198.51.100.77"
 
 
 def _slog(t: datetime, msg: str) -> str:
@@ -62,7 +63,12 @@ def _scenario() -> list[str]:
 def findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     path: Path = tmp_path_factory.mktemp("wording") / "server.log"
     path.write_text("\n".join(_scenario()) + "\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, ["investigate", "--format", "json", "--fail-on", "never", str(path)])
+    # another server, bound to loopback, answering someone else through a tunnel
+    tunnel = path.parent / "laptop.log"
+    tunnelled = gin(T + timedelta(seconds=5), TUNNELLED, "POST", "/api/chat")
+    tunnel.write_text("\n".join([config_line(T), tunnelled]) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["investigate", "--format", "json", "--fail-on", "never", str(path),
+                                      str(tunnel)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     out: dict[str, dict] = {}
@@ -90,7 +96,8 @@ def test_each_detail_speaks_only_of_its_own_requests(findings: dict[str, dict], 
     assert ("downloaded" in detail) == pulls, detail
     assert ("pushed_bytes_approx" in finding["evidence"]) == (pushes or pulls)
     if "client" in finding["evidence"]:
-        assert detail.startswith(f"{ATTACKER} (public) made {finding['evidence']['matched_requests']} "
+        client = TUNNELLED if rule == "tunnel-exposure" else ATTACKER
+        assert detail.startswith(f"{client} (public) made {finding['evidence']['matched_requests']} "
                                  "matching request(s) between ")
     else:
         assert detail.startswith(("server.log", "1 crash(es) in server.log"))

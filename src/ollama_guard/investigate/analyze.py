@@ -149,13 +149,16 @@ def feed_block(engine: Engine, parser: LineParser, block: fastscan.BlockResult, 
     (whole files) and watch (what each poll read)."""
     stats = parser.stats
     for slow in block.slow:
+        lineno = base + slow.index + 1
+        if lineno > parser.last_line + 1:  # the scanner counted the lines between (a crash's trace
+            parser.skipped()  # stops at the first of them, a gin line: the parser must know)
         if slow.request is not None:
-            engine.feed(parser.parse_request(slow.request[0], base + slow.index + 1, slow.request[1]))
+            engine.feed(parser.parse_request(slow.request[0], lineno, slow.request[1]))
             continue
         ctx = None
         if slow.context is not None:
             ctx = [(base + i + 1, text) for i, text in slow.context]
-        event = parser.parse(slow.text, base + slow.index + 1, ctx)
+        event = parser.parse(slow.text, lineno, ctx)
         if event is not None:
             engine.feed(event)
     for client, counts in block.counts.items():

@@ -98,15 +98,24 @@ class ClientTally:
     pushed_bytes: int = 0
     pulled_bytes: int = 0
     sources: set[str] = field(default_factory=set)
-    # requests per minute (Unix time // 60 → count), for the timeline chart; per hour once too many
-    histogram: dict[int, int] = field(default_factory=dict)
+    # requests per minute (Unix time // 60 → count), for the timeline chart; per hour once too many.
+    # A client seen in one minute only (most scanners) keeps it in two fields, without a dict.
+    histogram: dict[int, int] | None = None
+    minute0: int = -1
+    count0: int = 0
     hourly: bool = False
-    pushed_models: Counter[str] = field(default_factory=Counter)  # models it pushed (audit log)
+    pushed_models: dict[str, int] | None = None  # models it pushed (audit log)
 
     def count_at(self, minute: int, n: int = 1) -> None:
         if self.hourly:
             minute -= minute % 60
         hist = self.histogram
+        if hist is None:
+            if self.minute0 == minute or self.minute0 < 0:
+                self.minute0 = minute
+                self.count0 += n
+                return
+            hist = self.histogram = {self.minute0: self.count0}
         hist[minute] = hist.get(minute, 0) + n
         if len(hist) > MAX_HISTOGRAM_KEYS and not self.hourly:
             self.hourly = True
@@ -114,6 +123,13 @@ class ClientTally:
             for key, count in hist.items():
                 merged[key - key % 60] = merged.get(key - key % 60, 0) + count
             self.histogram = merged
+
+    @property
+    def per_minute(self) -> dict[int, int]:
+        """Requests per minute (Unix time // 60), per hour for a client with very many minutes."""
+        if self.histogram is not None:
+            return self.histogram
+        return {self.minute0: self.count0} if self.count0 else {}
 
     def see(self, when: datetime | None, count: int = 1, last: datetime | None = None) -> None:
         self.requests += count
@@ -543,8 +559,12 @@ class Engine:
         tally.add_request(event)
         if event.model:
             tally.models[event.model] += 1
-            if event.path == "/api/push" and len(tally.pushed_models) < MAX_ENDPOINT_KEYS:
-                tally.pushed_models[event.model] += 1
+            if event.path == "/api/push":
+                pushed = tally.pushed_models
+                if pushed is None:
+                    pushed = tally.pushed_models = {}
+                if event.model in pushed or len(pushed) < MAX_ENDPOINT_KEYS:
+                    pushed[event.model] = pushed.get(event.model, 0) + 1
         if event.method == "POST" and event.path in ("/api/push", "/api/pull"):
             moved = self._pending_transfers.pop(event.source, [])
             direction = "upload" if event.path == "/api/push" else "download"

@@ -36,7 +36,7 @@ def chart_inputs(tallies: list[ClientTally], findings: list[Finding]) -> tuple[l
                       key=lambda t: (min(w.start for w in windows[t.client]), t.client))
     others = sorted((t for t in tallies if t.client not in windows), key=lambda t: (-t.requests, t.client))
     chosen = (attacked + others)[:MAX_ROWS]
-    rows = [Row(t.client, t.client_class, t.histogram,
+    rows = [Row(t.client, t.client_class, t.per_minute,
                 sorted(windows.get(t.client, []), key=lambda w: (w.start, -Severity(w.severity).rank)))
             for t in chosen]
     return rows, markers, len(tallies) - len(chosen)

@@ -184,6 +184,17 @@ class LineParser:
                 stats.recognised += 1
         return event
 
+    @property
+    def last_line(self) -> int:
+        """The number of the last line parsed (0 before the first)."""
+        return self._lineno
+
+    def skipped(self) -> None:
+        """Lines before the next one were not handed to the parser (the fast scanner counted them): a
+        crash trace does not run on across them — the scanner hands over a trace up to the first gin
+        line, which ends it."""
+        self._trace = None
+
     def parse_request(self, msg: str, lineno: int, fields: lf.GinFields) -> Event:
         """A gin line already split by ``gin_message`` + ``parse_gin_fields`` (in a scanner process):
         the same Event and bookkeeping as ``parse`` of the whole line."""

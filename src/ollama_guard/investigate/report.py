@@ -177,7 +177,7 @@ def build_report(analysis: Analysis, *, sources: list[str], tz_label: str, since
                 "rules": sorted(rules_by_client[t.client]),
             }
         )
-    iocs = build_iocs(findings, iocs, {t.client: dict(t.pushed_models) for t in tallies if t.pushed_models})
+    iocs = build_iocs(findings, iocs, {t.client: t.pushed_models for t in tallies if t.pushed_models})
     affected_models: dict[str, list[str]] = {}
     for f in findings:
         for model in f.evidence.get("models", {}):
