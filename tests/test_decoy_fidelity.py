@@ -238,3 +238,15 @@ def test_values_ollama_refuses_are_refused_with_its_words(decoy: DecoyProcess) -
     assert body == b'{"error":"option \\"temperature\\" must be of type float32"}'
     head, body = generate({"options": {"temperature": 0.2, "stop": ["a"], "num_ctx": 2048}})
     assert head.startswith(b"HTTP/1.1 200 OK\r\n"), body
+
+
+def test_generate_names_a_missing_model_in_each_version_s_words(decoy: DecoyProcess) -> None:
+    head, body = split(get(decoy, "/api/generate", "POST", b"{}"))
+    missing_head, missing = split(get(decoy, "/api/generate", "POST", b'{"model":"nope"}'))
+    if _at_least(decoy, "0.3.11"):
+        assert head.startswith(b"HTTP/1.1 404 ") and body == b'{"error":"model \'\' not found"}'
+        assert missing == b'{"error":"model \'nope\' not found"}'
+    else:  # 0.1.33
+        assert head.startswith(b"HTTP/1.1 400 ") and body == b'{"error":"model is required"}'
+        assert missing_head.startswith(b"HTTP/1.1 404 ")
+        assert missing == b'{"error":"model \'nope\' not found, try pulling it first"}'

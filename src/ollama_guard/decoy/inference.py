@@ -4,6 +4,7 @@ Ollama's error texts, the load/unload bookkeeping behind /api/ps, deterministic 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,20 @@ def record_capabilities(record: ModelRecord) -> list[str]:
         return []
     summary = read_gguf(record.store.blob_path(digest))
     return capabilities(summary, record.template, has_projector=record.has_projector)
+
+
+def generate_not_found(state: DecoyState, model: str) -> BadRequest:
+    """GenerateHandler's answer for a missing or unknown model, as it changed: before 0.2.2 its own
+    checks (single quotes), until 0.3.10 scheduleRunner's errors (%q), from 0.3.11 a name check first."""
+    if state.at_least("0.3.11"):
+        return model_not_found(model)
+    if not model:
+        return BadRequest(400, "model is required")
+    if state.at_least("0.2.2"):
+        return BadRequest(
+            404, f"model {json.dumps(model, ensure_ascii=False)} not found, try pulling it first"
+        )
+    return BadRequest(404, f"model '{model}' not found, try pulling it first")
 
 
 def check_options(body: dict[str, Any]) -> None:
@@ -118,7 +133,7 @@ def prepare_generate(state: DecoyState, body: dict[str, Any]) -> Run | dict[str,
     model = body.get("model", "")
     name, record = lookup(state, model)
     if name is None or record is None:
-        raise model_not_found(model)
+        raise generate_not_found(state, model)
     prompt = body.get("prompt", "")
     if prompt == "" and is_zero_keep_alive(body.get("keep_alive")):
         state.unload(record)
