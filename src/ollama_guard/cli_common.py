@@ -12,7 +12,6 @@ import functools
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +224,8 @@ def write_private(path: Path, text: str) -> None:
             with path.open("w", encoding="utf-8") as handle:
                 handle.write(text)
             return
+        import tempfile  # here, not at start-up: --help and usage errors never need it
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
