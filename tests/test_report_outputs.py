@@ -309,3 +309,16 @@ def test_sarif_keeps_accepted_findings_as_suppressed_results(run, tmp_path: Path
     assert len(results) == 5 and sum(1 for r in results if not r.get("suppressions")) == 4
     rules = doc["runs"][0]["tool"]["driver"]["rules"]
     assert rules[suppressed[0]["ruleIndex"]]["id"] == "unauthenticated-admin"
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("html", "html"), ("markdown", "md"), ("table", "txt")])
+def test_human_reports_list_the_accepted_findings_with_their_reason(
+    run, tmp_path: Path, fmt: str, ext: str
+) -> None:
+    (tmp_path / ".ollama-guard-ignore").write_text(
+        f"unauthenticated-admin 10.0.0.7:* {_future()} lab box behind the edge firewall\n"
+    )
+    run("-o", f"r.{ext}")
+    text = (tmp_path / f"r.{ext}").read_text()
+    assert "Accepted findings (.ollama-guard-ignore)" in text
+    assert "lab box behind the edge firewall" in " ".join(text.split())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ollama_guard.errors import InputError
+from ollama_guard.findings import ReportSection
 
 if TYPE_CHECKING:
     from ollama_guard.cli_common import ReportSettings
@@ -153,13 +154,22 @@ def apply_filters(
             kept.append(finding)
     summary = dict(report.summary)
     data = {key: _without(value, left_out) for key, value in report.data.items()}
+    sections = list(report.sections)
     if path is not None:
         summary["ignored"] = len(ignored)
         data.setdefault("ignored", ignored)
+        if ignored:  # a report handed on shows the accepted risks too, and why they were accepted
+            sections.append(ReportSection(
+                title=f"Accepted findings ({path.name})",
+                columns=["Severity", "Rule", "Target", "Title", "Reason", "Expires"],
+                rows=[[i["severity"], i["rule"], i["target"], i["title"], i["ignored"]["reason"],
+                       i["ignored"]["expires"]] for i in ignored],
+            ))
     if settings.severities is not None:
         summary["severity_filter"] = settings.severity_text
         summary["not_shown"] = hidden
-    return report.model_copy(update={"findings": kept, "summary": summary, "data": data})
+    changes = {"findings": kept, "summary": summary, "data": data, "sections": sections}
+    return report.model_copy(update=changes)
 
 
 def _without(value: Any, left_out: set[tuple[str, str, str, str]]) -> Any:
