@@ -242,7 +242,8 @@ def test_partly_unrecognised_source_is_counted_in_the_report(tmp_path: Path) -> 
     assert "| Unrecognised |" in md.replace("Unrecognised |", "Unrecognised |")
 
 
-def test_partly_unrecognised_source_is_said_on_a_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quiet", [False, True])
+def test_partly_unrecognised_source_is_said_on_a_terminal(tmp_path: Path, quiet: bool) -> None:
     import pty
 
     mixed = tmp_path / "server.log"
@@ -250,7 +251,8 @@ def test_partly_unrecognised_source_is_said_on_a_terminal(tmp_path: Path) -> Non
     lines = _lines_in(mixed.read_bytes())
     master, slave = pty.openpty()
     try:
-        proc = _run([str(mixed), "--format", "json", "--fail-on", "never"], stderr=slave)
+        proc = _run([str(mixed), "--format", "json", "--fail-on", "never", *(["-q"] if quiet else [])],
+                    stderr=slave)
         os.close(slave)
         err = b""
         while True:
@@ -265,4 +267,5 @@ def test_partly_unrecognised_source_is_said_on_a_terminal(tmp_path: Path) -> Non
         os.close(master)
     assert proc.returncode == 0
     text = err.decode()
-    assert f"server.log: 2 lines of {lines:,} ({200 / lines:.1f} %) are not Ollama log output" in text
+    note = f"server.log: 2 lines of {lines:,} ({200 / lines:.1f} %) are not Ollama log output"
+    assert (note in text) != quiet, text

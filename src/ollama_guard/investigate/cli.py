@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ollama_guard.cli_common import emit_report, report_options
+from ollama_guard.cli_common import current_settings, emit_report, report_options
 from ollama_guard.errors import InputError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def check_recognised(analysis: Analysis, names: list[str], since: datetime | Non
         window = f" since {since.isoformat()}" if since is not None else ""
         raise InputError(f"no Ollama log line recognised{window} in {', '.join(parts)} "
                          "(expected Ollama's server log or the gateway's audit log)")
-    if sys.stderr is None or not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty() or current_settings().quiet:
         return
     for name, st in stats.items():
         if st is not None and st.unrecognised:
