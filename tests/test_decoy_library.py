@@ -52,3 +52,16 @@ def test_tags_show_real_digests_and_sizes_from_sparse_blobs(tmp_path: Path) -> N
         assert handle.read(4) == b"GGUF"
     used = sum(os.lstat(p).st_blocks * 512 for p in (decoy.models_dir / "blobs").iterdir())
     assert used < 4 << 20  # sparse: gigabytes shown, megabytes used
+
+
+def test_install_identity_is_stable_per_store_and_differs_between_stores(tmp_path: Path) -> None:
+    from ollama_guard.decoy.handlers_general import fake_public_key
+    from ollama_guard.decoy.state import DecoySettings, DecoyState
+
+    def key(store: Path) -> str:
+        return fake_public_key(DecoyState.open(DecoySettings(models_dir=store)))
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert key(first) == key(first) != key(second)
+    assert key(first).startswith("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI")
+    assert sorted(p.name for p in first.iterdir()) == ["blobs", "manifests"]  # nothing of ours in the store

@@ -33,8 +33,9 @@ async def status(state: DecoyState, req: Request, send: Send) -> None:
 
 
 def fake_public_key(state: DecoyState) -> str:
-    """A stable, fabricated ed25519 public key line for this decoy's store (never a real identity)."""
-    seed = hashlib.sha256(f"decoy-identity|{state.settings.models_dir}".encode()).digest()
+    """A fabricated ed25519 public key line (never a real identity): random per store, stable across
+    restarts (so two decoys never share one, and one decoy does not change between visits)."""
+    seed = hashlib.sha256(b"decoy-identity|" + state.identity_seed()).digest()
     blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + seed
     return "ssh-ed25519 " + base64.b64encode(blob).decode()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,6 +78,16 @@ class DecoyState:
                 install(self.store, fabricate(name))
         self.catalog.invalidate()
         return names
+
+    def identity_seed(self) -> bytes:
+        """Random-looking, stable per install and different between installs, without writing anything
+        into the store: the machine's name and the store directory's device and inode."""
+        try:
+            st = self.settings.models_dir.stat()
+            where = f"{st.st_dev}:{st.st_ino}"
+        except OSError:
+            where = str(self.settings.models_dir)
+        return hashlib.sha256(f"{socket.gethostname()}|{where}".encode()).digest()
 
     def shown(self, path: Path) -> str:
         """A store path as answers show it: under `shown_models_dir` instead of the real directory."""
