@@ -322,3 +322,29 @@ def test_human_reports_list_the_accepted_findings_with_their_reason(
     text = (tmp_path / f"r.{ext}").read_text()
     assert "Accepted findings (.ollama-guard-ignore)" in text
     assert "lab box behind the edge firewall" in " ".join(text.split())
+
+
+def test_closing_line_counts_what_severity_left_out(run, tmp_path: Path) -> None:
+    code, _, err = run("-o", "r.json", "--severity", "critical")
+    assert code == 1 and err.strip() == "ollama-guard: wrote r.json: 1 critical (4 below --severity)"
+
+
+def test_verify_says_where_it_saved_the_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ollama_guard.decoy.fabricate import fabricate, install
+    from ollama_guard.ollama.names import parse_model_name
+    from ollama_guard.ollama.store import ModelStore
+    from support.cli import run_cli
+
+    monkeypatch.setenv("OLLAMA_GUARD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("OLLAMA_GUARD_BASELINE_KEY", raising=False)
+    store = ModelStore(tmp_path / "models")
+    store.ensure()
+    install(store, fabricate(parse_model_name("llama3.2:1b")))
+    args = ("verify", "--models-dir", str(tmp_path / "models"), "--save-baseline", str(tmp_path / "b.json"))
+    code, out, err = run_cli(capsys, *args, "--format", "json")
+    assert code == 0 and json.loads(out)["findings"] == []
+    assert err.strip() == f"ollama-guard: wrote baseline {tmp_path / 'b.json'}"
+    code, _, err = run_cli(capsys, *args, "--format", "json", "-q")
+    assert code == 0 and err == ""

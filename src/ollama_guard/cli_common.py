@@ -249,7 +249,7 @@ def emit_report(
     from ollama_guard.reports import render
 
     settings = current_settings()
-    shown = apply_filters(report, settings, warn=_note)
+    shown = apply_filters(report, settings, warn=note)
     outputs = _outputs(output)
     if not outputs:
         resolved = format_for(fmt, None)
@@ -264,7 +264,7 @@ def emit_report(
             if resolved not in rendered:
                 rendered[resolved] = render(shown, resolved, color=False)
             write_private(path, rendered[resolved])
-        _note(closing_line(shown, outputs))
+        note(closing_line(shown, outputs))
     return exit_code_for(shown.findings, fail_on.lower())
 
 
@@ -282,7 +282,7 @@ def closing_line(report: Report, outputs: Sequence[Path]) -> str:
     return line
 
 
-def _note(text: str) -> None:
+def note(text: str) -> None:
     """One line on stderr for the person running the command; -q silences it."""
     if not current_settings().quiet:
         click.echo(f"ollama-guard: {text}", err=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ollama_guard.cli_common import emit_report, report_options
-from ollama_guard.console import progress, stderr_console
+from ollama_guard.cli_common import emit_report, note, report_options
+from ollama_guard.console import progress
 from ollama_guard.errors import InputError
 from ollama_guard.findings import Report, ReportSection
 from ollama_guard.paths import default_models_dir
@@ -110,8 +110,7 @@ def verify(
     if save_to is not None:
         assert key is not None
         save_baseline(result.snapshot, save_to, key)
-        if fmt in (None, "table") and stderr_console.is_terminal:
-            stderr_console.print(f"baseline saved to {save_to}")
+        note(f"wrote baseline {save_to}")  # on stderr, whatever the report's format; -q silences it
     _fill_report(report, result, baseline_path, save_to, changed_only)
     ctx = click.get_current_context()
     ctx.exit(emit_report(report, fmt, output, fail_on))
