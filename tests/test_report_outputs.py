@@ -208,7 +208,7 @@ def test_expired_entries_stop_applying_and_are_warned_about(run, tmp_path: Path)
     rules = {f["rule"] for f in doc["findings"]}
     assert "unauthenticated-admin" in rules and "plaintext-http" not in rules
     assert doc["summary"]["ignored"] == 1
-    warning = [line for line in err.splitlines() if "expired" in line]
+    warning = [line for line in err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and ".ollama-guard-ignore:1" in warning[0] and yesterday in warning[0]
 
 
@@ -348,3 +348,12 @@ def test_verify_says_where_it_saved_the_baseline(
     assert err.strip() == f"ollama-guard: wrote baseline {tmp_path / 'b.json'}"
     code, _, err = run_cli(capsys, *args, "--format", "json", "-q")
     assert code == 0 and err == ""
+
+
+def test_ignoring_is_said_on_stderr_when_the_report_goes_to_stdout(run, tmp_path: Path) -> None:
+    (tmp_path / ".ollama-guard-ignore").write_text(f"plaintext-http * {_future()} internal network only\n")
+    _, out, err = run("--format", "json")
+    assert json.loads(out)["summary"]["ignored"] == 1
+    assert err.strip() == "ollama-guard: 1 accepted finding(s) left out by .ollama-guard-ignore"
+    _, _, err = run("--format", "json", "-q")
+    assert err == ""

@@ -257,6 +257,10 @@ def emit_report(
         color = (True if stdout_is_terminal() else None) if settings.color else False
         text = render(shown, resolved, color=color)
         click.echo(text, nl=not text.endswith("\n"))
+        ignored = shown.summary.get("ignored")
+        if isinstance(ignored, int) and ignored:  # never silent: an ignore file may not be the user's own
+            entries = {i["ignored"]["entry"].rsplit(":", 1)[0] for i in shown.data.get("ignored", [])}
+            note(f"{ignored} accepted finding(s) left out by {', '.join(sorted(entries))}")
     else:
         rendered: dict[str, str] = {}
         for path in outputs:

@@ -104,7 +104,7 @@ def ignore_entries(
     """The ignore file in force (--ignore-file, else ./.ollama-guard-ignore when present) and its entries."""
     path = settings.ignore_file
     if path is None:
-        default = (cwd or Path.cwd()) / DEFAULT_NAME
+        default = cwd / DEFAULT_NAME if cwd is not None else Path(DEFAULT_NAME)  # named as the user knows it
         if not default.is_file():
             return None, []
         path = default
