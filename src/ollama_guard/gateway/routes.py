@@ -50,7 +50,7 @@ _ROUTE_OVERRIDES: dict[str, dict[str, Any]] = {
     "HEAD /api/version": {},
     "GET /api/status": {},
     "GET /api/tags": {"listing": "tags"},
-    "HEAD /api/tags": {},
+    "HEAD /api/tags": {"listing": "tags"},  # its Content-Length is the filtered listing's
     "GET /api/ps": {"listing": "ps"},
     "POST /api/show": {},
     "GET /v1/models": {"listing": "v1models"},

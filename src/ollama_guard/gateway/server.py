@@ -141,9 +141,9 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
 
 
 async def _prepare(config: GatewayConfig) -> None:
-    from ollama_guard.gateway.db import create_engine_for, init_schema, redact_url
+    from ollama_guard.gateway.db import bind_secret, create_engine_for, init_schema, redact_url
     from ollama_guard.gateway.limits import build_limiter
-    from ollama_guard.gateway.secrets import load_server_secret
+    from ollama_guard.gateway.secrets import load_server_secret, secret_fingerprint
 
     limiter = build_limiter(config, config.workers)  # refuses several workers without Redis
     if config.redis:
@@ -155,11 +155,14 @@ async def _prepare(config: GatewayConfig) -> None:
             raise GuardError(f"cannot reach Redis within {PREPARE_TIMEOUT:g} s") from None
         finally:
             await limiter.close()
-    load_server_secret(config)  # creates the secret file once, before workers race for it
+    secret = load_server_secret(config)  # creates the secret file once, before workers race for it
     engine = create_engine_for(config.db)
     try:
         async with asyncio.timeout(PREPARE_TIMEOUT):
             await init_schema(engine)
+            # a secret that is not this database's is a one-line error here, not a failed start-up
+            async with engine.begin() as conn:
+                await bind_secret(conn, secret_fingerprint(secret))
     except TimeoutError:
         raise GuardError(
             f"cannot reach database {redact_url(config.db)} within {PREPARE_TIMEOUT:g} s"

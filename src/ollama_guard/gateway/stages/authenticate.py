@@ -1,7 +1,9 @@
 """Stage 3, `authenticate`: which key is presented, and is it one of ours.
 
-The key comes from `Authorization: Bearer <key>` or `X-API-Key: <key>` (both present → they must
-agree). Missing, malformed, unknown, revoked or expired keys → 401; a key store that cannot decide →
+The key comes from `Authorization: Bearer <key>` or `X-API-Key: <key>`. When both are present they
+must agree — unless exactly one of them has the shape of our keys (`og_<id>_<secret>`) and the other
+is a placeholder (Ollama's Anthropic-compatibility docs have clients send `x-api-key: ollama`).
+Missing, malformed, unknown, revoked or expired keys → 401; a key store that cannot decide →
 503 (fail closed). The key is never logged or recorded, only its id and name.
 """
 
@@ -11,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from ollama_guard.gateway.keys import parse_token
 from ollama_guard.gateway.limits import StoreUnavailable
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, RequestHeaders
@@ -31,7 +34,10 @@ def presented_key(headers: RequestHeaders) -> str:
     if headers.api_key is not None:
         value = headers.api_key.decode("latin-1").strip()
         if presented is not None and value != presented:
-            raise Refusal(401, "Authorization and X-API-Key disagree", "conflicting-keys")
+            ours = [v for v in (presented, value) if parse_token(v) is not None]
+            if len(ours) != 1:
+                raise Refusal(401, "Authorization and X-API-Key disagree", "conflicting-keys")
+            value = ours[0]
         presented = value
     if not presented:
         raise Refusal(401, "API key required", "no-key")

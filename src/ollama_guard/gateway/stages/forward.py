@@ -3,7 +3,8 @@
 * Only a fixed set of request headers goes upstream (`proxy.forward_headers`); the JSON body goes out
   as the exact bytes that were judged, a blob streams through.
 * Upstream down → 502, slow → 504, every upstream slot busy → 503.
-* Model listings are filtered to the key's models (`listing.py`) and always go out uncompressed.
+* Model listings are filtered to the key's models (`listing.py`) and always go out uncompressed; a
+  HEAD of a listing is a GET upstream, answered with the filtered listing's Content-Length.
 * Small answers are relayed whole; streams chunk by chunk. A client that hangs up during a long
   request cancels it, which closes the upstream connection (Ollama stops generating).
 """
@@ -65,10 +66,12 @@ class ForwardStage:
             if watcher is not None:
                 watcher.cancel()
 
-    async def _open(self, req: Request, upstream_headers: HeaderList, data: Any) -> UpstreamResponse:
+    async def _open(
+        self, req: Request, upstream_headers: HeaderList, data: Any, method: str
+    ) -> UpstreamResponse:
         facts = req.facts
         try:
-            return await self.upstream.open(req.method, req.path, upstream_headers, data)
+            return await self.upstream.open(method, req.path, upstream_headers, data)
         except Refusal:
             raise
         except Exception as exc:
@@ -91,14 +94,16 @@ class ForwardStage:
         body: JsonBody | BodyStream | None, counter: TokenCounter | None,
     ) -> None:
         facts = req.facts
-        resp = await self._open(req, upstream_headers, body)  # a JsonBody hands its bytes over
+        listing_head = route.listing is not None and req.method == "HEAD"
+        method = "GET" if listing_head else req.method
+        resp = await self._open(req, upstream_headers, body, method)  # a JsonBody hands its bytes over
         if isinstance(body, BodyStream):
             facts.bytes_in = body.size
         facts.decision, facts.reason = "allow", "ok"
         try:
             facts.status = resp.status
             extra = [(b"x-request-id", facts.request_id.encode()), *req.cors_headers]
-            if route.listing is not None and resp.status == 200 and req.method == "GET":
+            if route.listing is not None and resp.status == 200 and method == "GET":
                 raw = await resp.read()
                 encoding = resp.header(b"content-encoding")
                 if encoding is not None or matcher is not allow_all or not self._allow_cloud:
@@ -111,7 +116,7 @@ class ForwardStage:
                     h for h in response_headers(resp, drop_length=True) if h[0] != b"content-encoding"
                 ]
                 headers.append((b"content-length", str(len(raw)).encode()))
-                await _relay_whole(req, resp.status, headers + extra, raw, None)
+                await _relay_whole(req, resp.status, headers + extra, b"" if listing_head else raw, None)
                 return
             streaming = is_streaming(resp)
             headers = response_headers(resp, drop_length=False) + extra
