@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,9 +91,12 @@ def _scenario(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def incident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Path]:
+def incident(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+             monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     log = _scenario(tmp_path)
     html, svg = tmp_path / "incident.html", tmp_path / "timeline.svg"
+    monkeypatch.setattr(sys, "orig_argv", ["/usr/local/bin/ollama-guard", "investigate", str(log), "-o",
+                                           str(html), "--timeline-svg", str(svg)])  # as a user types it
     code, _, err = run_cli(capsys, "investigate", str(log), "--fail-on", "never", "-o", str(html),
                            "--timeline-svg", str(svg))
     assert code == 0, err
@@ -144,8 +148,19 @@ def test_timeline_chart_in_the_html_report(page: Any, incident: dict[str, Path])
     assert crash.count() == 1
     assert page.locator("svg.timeline-chart line.event-marker[data-rule='exposed-bind']").count() == 1
     assert not page.errors
+    custody = page.locator("section:has(h2:text('Chain of custody')) td").all_inner_texts()
+    assert custody[0] == "server.log" and re.fullmatch(r"[0-9a-f]{64}", custody[3])
+    from ollama_guard import __version__
+
+    provenance = page.locator("section:has(h2:text('Provenance')) td").all_inner_texts()
+    assert f"ollama-guard {__version__}" in provenance
     if os.environ.get("OLLAMA_GUARD_SCREENSHOTS"):
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        first = page.locator("section:has(h2:text('Chain of custody'))").bounding_box()
+        last = page.locator("section:has(h2:text('Provenance'))").bounding_box()
+        page.screenshot(path=str(DOCS_IMG / "report-investigate-custody.png"), full_page=True, timeout=90_000,
+                        clip={"x": 0, "y": first["y"] - 10, "width": 1280,
+                              "height": last["y"] + last["height"] - first["y"] + 20})
         top = page.locator("section:has(h2:text('Timeline per client'))").bounding_box()
         page.set_viewport_size({"width": 1200, "height": int(top["y"] + top["height"] + 40)})
         page.screenshot(path=str(DOCS_IMG / "report-investigate-timeline.png"), timeout=90_000)

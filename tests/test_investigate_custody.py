@@ -164,3 +164,35 @@ def test_provenance_and_custody_in_every_format(tmp_path: Path, capsys: pytest.C
     assert artifact["hashes"] == {"sha-256": digest} and artifact["length"] == log.stat().st_size
     assert artifact["location"]["uri"] == log.resolve().as_uri()
     assert "Chain of custody" in outputs["markdown"].read_text(encoding="utf-8")
+
+
+def test_hashing_stops_with_an_analysis_that_ends_early(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error or Ctrl-C in the middle of a big file must not wait for the rest of it to be hashed; the
+    record would say the hash is incomplete."""
+    import threading
+    import time
+
+    from ollama_guard.investigate import custody
+
+    monkeypatch.setattr(analyze_mod, "PARALLEL_MIN_SIZE", 1)
+    monkeypatch.setattr(analyze_mod, "PIECE_SIZE", 4 << 10)
+    monkeypatch.setattr(custody, "THREAD_BLOCK", 64)
+    gate = threading.Event()
+    real_update = custody.Digest.update
+
+    def slow_update(self: custody.Digest, data: bytes) -> None:
+        gate.wait(0.01)  # about 10 ms per 64 bytes: minutes for the whole file
+        real_update(self, data)
+
+    monkeypatch.setattr(custody.Digest, "update", slow_update)
+    path = tmp_path / "big.log"
+    path.write_bytes((LOGS / "benign_local.log").read_bytes() * 40)
+    source = file_source(str(path))
+    blocks = analyze_mod._blocks(source, analyze_mod.fastscan.FastConfig((), lambda c: "", lambda *a: True),
+                                 workers=2)
+    next(blocks)
+    started = time.monotonic()
+    blocks.close()
+    assert time.monotonic() - started < 5
+    assert source.digest is not None and not source.digest.complete

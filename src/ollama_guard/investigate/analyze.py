@@ -223,9 +223,13 @@ def _blocks(
             digest = source.digest = Digest()
             hasher = FileHasher(source.path, size, digest)
             hasher.start()
+            done = False
             try:
                 yield from _parallel_blocks(str(source.path), size, config, workers)
+                done = True
             finally:
+                if not done:
+                    hasher.stopped.set()
                 hasher.join()
             return
         if size > 0:  # read straight into padded buffers: no copies (and hashed from them)

@@ -93,6 +93,7 @@ class FileHasher(threading.Thread):
     def __init__(self, path: Path, size: int, digest: Digest) -> None:
         super().__init__(name=f"sha256:{path.name}", daemon=True)
         self.path, self.limit, self.digest = path, size, digest
+        self.stopped = threading.Event()  # the analysis ended early (an error, Ctrl-C): stop hashing
 
     def run(self) -> None:
         try:
@@ -100,7 +101,7 @@ class FileHasher(threading.Thread):
             view = memoryview(buffer)
             with open(self.path, "rb", buffering=0) as fh:
                 left = self.limit
-                while left > 0:
+                while left > 0 and not self.stopped.is_set():
                     n = fh.readinto(view[: min(THREAD_BLOCK, left)])
                     if not n:
                         break
