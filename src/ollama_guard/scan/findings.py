@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from ollama_guard.findings import Finding, Severity
+from ollama_guard.redact import redact_text
 from ollama_guard.scan.fingerprints import ProbeAnswer, fingerprint_by_id, json_values, reached_blob_handler
 from ollama_guard.scan.host import HostResult
 from ollama_guard.scan.locality import Locality, judge_reach, locality_of
@@ -36,7 +37,7 @@ def evidence_of(result: HostResult, answer: ProbeAnswer | None, **extra: Any) ->
         "status": answer.status,
     }
     if answer.body:
-        out["response"] = _clip(answer.text)
+        out["response"] = _clip(redact_text(answer.text))  # redacted before it is cut
     if answer.truncated:
         out["response_truncated"] = True
     out.update(extra)
@@ -241,7 +242,7 @@ def _ollama_findings(result: HostResult) -> list[Finding]:
                         result,
                         details.answer,
                         request_body={"model": details.name},
-                        system_prompt=_clip(details.system_prompt, 200),
+                        system_prompt=_clip(redact_text(details.system_prompt), 200),
                     ),
                     remediation=(
                         "Keep secrets out of system prompts and block /api/show for untrusted callers "
