@@ -414,3 +414,19 @@ def test_markdown_renders_backticks_as_code_spans() -> None:
 def test_table_shows_backticks_plain() -> None:
     text = render_table(_human_report(), width=120, color=False)
     assert "`" not in text and "ollama serve" in text and "[Service]" in text
+
+
+@pytest.mark.parametrize(("rows", "width"), [(3, 80), (400, 200)])
+def test_sections_too_wide_or_too_long_are_stacked_without_losing_anything(rows: int, width: int) -> None:
+    digest = "sha256:" + "ab" * 32
+    section = ReportSection(
+        title="Timeline", lead=True, columns=["Client", "First seen", "Endpoints"],
+        rows=[[f"198.51.100.{i % 250}", "2025-01-11T23:31:25Z", f"POST /api/blobs/{digest} ×{i}"]
+              for i in range(rows)],
+    )
+    text = render_table(Report(command="investigate", sections=[section]), width=width, color=False)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert text.count("First seen  2025-01-11T23:31:25Z") == rows  # one block per row, value after name
+    joined = "".join(text.split())
+    for i in (0, rows - 1):
+        assert f"POST/api/blobs/{digest}×{i}" in joined  # the long digest folds, nothing is cropped

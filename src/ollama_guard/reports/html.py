@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -26,7 +26,9 @@ from ollama_guard.reports.common import (
 # C0/C1 control characters (bar tab and newline) and DEL: a hostile server's strings must not carry
 # terminal escapes or invisible bytes into a page someone may later `cat` or paste.
 LONG_TOKEN = 32
-_WORD = re.compile(r"\S+")
+# a whole word of at most LONG_TOKEN characters holding a '-' or '/'; a word longer than LONG_TOKEN
+_KEEP_WHOLE = re.compile(rf"(?<!\S)(?=[^\s/-]*[/-])\S{{1,{LONG_TOKEN}}}(?!\S)")
+_LONG_WORD = re.compile(rf"\S{{{LONG_TOKEN + 1}}}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -46,39 +48,39 @@ def _visible(value: Any) -> Any:
 
 def _code(value: Any) -> Markup:
     """Escapes a finding text and shows its `code spans` and ```fenced blocks``` as code elements."""
+    return _code_text(str(value))
+
+
+@lru_cache(maxsize=16384)  # table cells repeat (classes, dates, statuses): each distinct text is done once
+def _code_text(text: str) -> Markup:
+    if "`" not in text:  # most cells: one escape and one substitution
+        return _whole_words(_visible(text))
     out = []
-    for part in text_parts(str(value)):
-        text = _visible(part.text)
+    for part in text_parts(text):
+        piece = _visible(part.text)
         if part.kind == "code":
-            out.append(Markup("<code>%s</code>") % text)
+            out.append(Markup("<code>%s</code>") % piece)
         elif part.kind == "block":
-            out.append(Markup('<pre class="code">%s</pre>') % text)
+            out.append(Markup('<pre class="code">%s</pre>') % piece)
         else:
-            out.append(_whole_words(text))
+            out.append(_whole_words(piece))
     return Markup("").join(out)
 
 
 def _whole_words(text: str) -> Markup:
     """Escapes prose, keeping short hyphenated or slashed words (dates, rule ids, addresses, paths) on
     one line: browsers would break them after each '-' or '/'. Long ones (digests, URLs) may still break."""
-    out = []
-    pos = 0
-    for match in _WORD.finditer(text):
-        out.append(escape(text[pos : match.start()]))
-        word = match.group()
-        if len(word) <= LONG_TOKEN and ("-" in word or "/" in word):
-            out.append(Markup('<span class="w">%s</span>') % word)
-        else:
-            out.append(escape(word))
-        pos = match.end()
-    out.append(escape(text[pos:]))
-    return Markup("").join(out)
+    escaped = str(escape(text))
+    if "-" not in escaped and "/" not in escaped:
+        return Markup(escaped)  # noqa: S704 - escaped on the line above
+    # the pattern only wraps words of the escaped text (no tags in it, at most entities such as &lt;)
+    return Markup(_KEEP_WHOLE.sub(r'<span class="w">\g<0></span>', escaped))  # noqa: S704
 
 
 def _has_long_token(value: Any) -> bool:
     """Whether a cell holds a word too long for a column (a digest, a URL): only such cells may break
     inside words, so addresses, dates and rule ids stay whole."""
-    return any(len(word) > LONG_TOKEN for word in str(value).split())
+    return _LONG_WORD.search(str(value)) is not None
 
 
 @cache

@@ -12,12 +12,15 @@ are shown as blocks (severity, rule and target on one line, the text below) rath
 from __future__ import annotations
 
 import shutil
+import textwrap
 from io import StringIO
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.rule import Rule
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +37,8 @@ from ollama_guard.reports.common import (
 
 DEFAULT_WIDTH = 120
 WIDE_FINDINGS = 100  # narrower terminals get findings as blocks
+MAX_TABLE_ROWS = 300  # longer sections (a timeline of thousands of clients) are stacked: rich's table
+#                       layout costs milliseconds per row
 SEVERITY_WIDTH = max(len(s.value) for s in Severity)
 
 SEVERITY_STYLES: dict[Severity, str] = {
@@ -165,21 +170,48 @@ def section_renderable(section: ReportSection, width: int) -> RenderableType:
     stacked (column name, value)."""
     rows = _cells(section)
     title = _clean(section.title)
-    if _fits(section, rows, width):
+    if len(rows) <= MAX_TABLE_ROWS and _fits(section, rows, width):
         table = Table(title=title, title_justify="left", expand=True, show_lines=False)
         for column in section.columns:
             table.add_column(_clean(column), overflow="fold")
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
         return table
-    # Too many columns for this terminal: one block per row, each value under its column's name.
-    parts: list[RenderableType] = [Text(title, style="italic")]
+    return _stacked(title, [_clean(c) for c in section.columns], rows, width)
+
+
+def _stacked(title: str, columns: list[str], rows: list[list[str]], width: int) -> _Lines:
+    """Rows one below the other, each value after its column's name, wrapped between words and folded
+    inside words longer than the space. Laid out here, line by line, and handed to rich as finished
+    lines: a timeline can have 10,000 rows, far too many for a table layout (or rich's wrapping) each."""
+    label = min(max((len(c) for c in columns), default=0), max(width // 3, 1))
+    room = max(width - label - 2, 10)
+    wrapper = textwrap.TextWrapper(width=room, break_long_words=True, break_on_hyphens=False)
+    lines: list[list[tuple[str, str]]] = [[(title, "italic")]]
+    rule = [("─" * width, "dim")]
     for row in rows:
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold", no_wrap=True)
-        grid.add_column(overflow="fold")
-        for column, cell in zip(section.columns, row, strict=True):
-            if cell:
-                grid.add_row(_clean(column), Text(cell))
-        parts += [Rule(style="dim"), grid]
-    return Group(*parts)
+        lines.append(rule)
+        for column, cell in zip(columns, row, strict=True):
+            if not cell:
+                continue
+            wrapped = [piece for para in cell.split("\n") for piece in (wrapper.wrap(para) or [""])]
+            lines.append([(column[:label].ljust(label), "bold"), ("  " + wrapped[0], "")])
+            lines += [[(" " * (label + 2) + more, "")] for more in wrapped[1:]]
+    return _Lines(lines)
+
+
+class _Lines:
+    """Finished lines of (text, style) pieces, rendered as they are (no wrapping by rich)."""
+
+    def __init__(self, lines: list[list[tuple[str, str]]]) -> None:
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        styles: dict[str, Style | None] = {}
+        newline = Segment.line()
+        for line in self.lines:
+            for text, name in line:
+                if name not in styles:
+                    styles[name] = console.get_style(name) if name else None
+                yield Segment(text, styles[name])
+            yield newline
