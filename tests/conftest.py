@@ -1,11 +1,15 @@
 """Shared test set-up: makes `tests/support` importable as `support`, and loads the shared fixtures."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# gateways started by tests stop at once on SIGTERM (no drain window for a load balancer to notice)
+os.environ.setdefault("OLLAMA_GUARD_SHUTDOWN_DELAY", "0")
 
 # `browser` and `page`: headless Chromium through Playwright (tests/support/browser.py).
 pytest_plugins = ["support.browser"]

@@ -13,6 +13,8 @@ import gc
 import itertools
 import logging
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +23,9 @@ from ollama_guard.gateway.body import ClientGone
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.metrics import GatewayMetrics
-from ollama_guard.gateway.own_routes import HEALTH, answer_health, answer_own_route
+from ollama_guard.gateway.own_routes import HEALTH, UNAUTHENTICATED, answer_health, answer_own_route
 from ollama_guard.gateway.proxy import Upstream
+from ollama_guard.gateway.readiness import Readiness
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, Receive, Request, Scope, Send
 from ollama_guard.gateway.respond import send_refusal
@@ -57,11 +60,15 @@ class GatewayApp:
         self.judge_body = JudgeBodyStage(config, self.judges)
         self.policy = PolicyStage(config)
         self.forward = ForwardStage(config, self.upstream, self.metrics)
+        self.readiness = Readiness(self.upstream, config.upstream, config.ready_max_audit_backlog)
         self._owns_services = services is None
         # request ids: a random per-process prefix and a counter (unique without a syscall per request)
         self._id_prefix = secrets.token_hex(6) + "-"
         self._id_counter = itertools.count(1)
         self.on_ready: Callable[[], None] | None = None
+        self.handle_signals = False  # set by `serve`: SIGTERM drains (see `_drain_on_sigterm`)
+        self._previous_handlers: dict[int, Any] = {}
+        self._drain_started = float("-inf")
         self.console: Any = None  # the web console, built on its first request (own_routes)
 
     # --- the request path -------------------------------------------------------------------------
@@ -106,8 +113,8 @@ class GatewayApp:
             request_id=f"{self._id_prefix}{next(self._id_counter):x}",
         )
         req = Request(scope, receive, send, method, path, facts, started)
-        if path == HEALTH and method in ("GET", "HEAD"):
-            await answer_health(req)
+        if path in UNAUTHENTICATED and method in ("GET", "HEAD"):
+            await answer_health(req, None if path == HEALTH else self.readiness.ready)
             return
         try:
             if path.startswith("/-/"):
@@ -157,13 +164,50 @@ class GatewayApp:
             self.metrics.audit_backlog.set_function(lambda: audit.backlog)
         await self.upstream.start()
         await self.judges.start()
+        self.readiness.start(self.services)
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            self._drain_on_sigterm()
         # Long-lived start-up objects need no more cyclic-GC passes; the request path allocates many
         # short-lived objects, so young-generation collections run less often.
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
 
+    def _drain_on_sigterm(self) -> None:
+        """SIGTERM: not ready at once (`/-/ready` 503), still serving for `shutdown_delay` seconds so
+        a load balancer takes this process out of rotation, then the server's own graceful shutdown
+        (stop accepting, finish the requests in flight). SIGINT, or a second signal: at once."""
+        delay = self.config.shutdown_delay
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+            self._previous_handlers[sig] = previous
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                first = not self.readiness.draining
+                now = time.monotonic()
+                if not first and signum == signal.SIGTERM and now - self._drain_started < 1.0:
+                    return  # the same shutdown told twice (to the process group and by the supervisor)
+                self.readiness.draining = True
+                if first:
+                    self._drain_started = now
+                if first and signum == signal.SIGTERM and delay > 0:
+                    log.warning("SIGTERM: not ready from now on; closing the listener in %g s", delay)
+                    timer = threading.Timer(delay, previous, (signum, None))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    previous(signum, frame)
+
+            signal.signal(sig, handler)
+
     async def shutdown(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        self._previous_handlers.clear()
+        self.readiness.draining = True
+        await self.readiness.close()
         self.judges.close()
         await self.upstream.close()
         if self.services is not None and self._owns_services:

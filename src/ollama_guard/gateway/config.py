@@ -75,6 +75,8 @@ class GatewayConfig(BaseModel):
     max_json_elements: int = 250_000  # JSON values in one body (arrays' items, objects' members)
     max_control_body_bytes: int = 64 * 1024  # bodies that name a model and a few flags (/api/show, …)
     max_document_body_bytes: int = 1024 * 1024  # /api/create (templates, system prompts, licenses)
+    shutdown_delay: float = 2.0  # seconds between SIGTERM (not ready from then on) and closing the listener
+    ready_max_audit_backlog: int = 10_000  # audit records waiting above which /-/ready says 503
     token_reservation: int = 2048  # tokens reserved for an answer whose request sets no output cap
     max_inflight_body_bytes: int | None = None  # request-body bytes held at once (None: 3 × max_body_bytes)
     secret_file: Path | None = None
@@ -136,11 +138,19 @@ class GatewayConfig(BaseModel):
     @field_validator(
         "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
         "max_json_elements", "max_control_body_bytes", "max_document_body_bytes", "token_reservation",
+        "ready_max_audit_backlog",
     )
     @classmethod
     def _positive_int(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("shutdown_delay")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be 0 or more")
         return v
 
     @field_validator("max_inflight_body_bytes")

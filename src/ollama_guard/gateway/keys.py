@@ -719,6 +719,11 @@ class KeyAuthenticator:
         self._last_miss_refresh = now
         await self._poll_guarded()
 
+    @property
+    def fresh(self) -> bool:
+        """Whether the key snapshot may be trusted (the store answered within ``stale_after``)."""
+        return time.monotonic() - self._last_ok <= self._stale_after
+
     def _check_fresh(self) -> None:
         age = time.monotonic() - self._last_ok
         if age > self._stale_after:

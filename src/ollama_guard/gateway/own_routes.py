@@ -1,5 +1,6 @@
-"""The gateway's own routes under `/-/`: `/-/health` (liveness, no auth), `/-/metrics` (admin key) and
-`/-/console` (the web console; admin keys, see `gateway.console`)."""
+"""The gateway's own routes under `/-/`: `/-/health` (liveness, no auth), `/-/ready` (readiness, no
+auth, no details: `gateway/readiness.py`), `/-/metrics` (admin key) and `/-/console` (the web
+console; admin keys, see `gateway.console`)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ if TYPE_CHECKING:
     from ollama_guard.gateway.app import GatewayApp
 
 HEALTH = "/-/health"
+READY = "/-/ready"
+UNAUTHENTICATED = frozenset({HEALTH, READY})
 CONSOLE = "/-/console"
 
 
-async def answer_health(req: Request) -> None:
-    await send_simple(req.send, 200, b'{"status":"ok"}', JSON, req.facts)
+async def answer_health(req: Request, ready: bool | None = None) -> None:
+    if ready is None:  # liveness: the process answers
+        await send_simple(req.send, 200, b'{"status":"ok"}', JSON, req.facts)
+    elif ready:
+        await send_simple(req.send, 200, b'{"status":"ready"}', JSON, req.facts)
+    else:
+        await send_simple(req.send, 503, b'{"status":"not ready"}', JSON, req.facts)
 
 
 def _console(app: GatewayApp) -> Any:

@@ -11,13 +11,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.app import GatewayApp
@@ -194,6 +199,25 @@ def _url(config: GatewayConfig, sock: socket.socket) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
+class _DrainingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGTERM gives the workers `shutdown_delay` seconds (they
+    are not ready from the signal on, still serving) before they are told to stop."""
+
+    shutdown_delay = 0.0
+    _term_at: float | None = None
+
+    def handle_term(self) -> None:
+        if self._term_at is None and self.shutdown_delay > 0:
+            self._term_at = time.monotonic()
+            for process in self.processes:  # not ready at once, in every worker
+                with contextlib.suppress(OSError, ProcessLookupError):
+                    if process.pid is not None:
+                        os.kill(process.pid, signal.SIGTERM)
+            threading.Timer(self.shutdown_delay, self.should_exit.set).start()
+            return
+        self.should_exit.set()
+
+
 def create_app() -> GatewayApp:
     """Factory used by worker processes (`--workers N`): the configuration comes from the parent."""
     raw = os.environ.get(_CONFIG_ENV)
@@ -201,7 +225,9 @@ def create_app() -> GatewayApp:
         raise GuardError("gateway worker started without its configuration")
     config = GatewayConfig.model_validate_json(raw)
     GuardHttpToolsProtocol.header_timeout = config.request_timeout
-    return GatewayApp(config)
+    app = GatewayApp(config)
+    app.handle_signals = True
+    return app
 
 
 def _uvicorn_config(config: GatewayConfig, app: Any, **extra: Any) -> uvicorn.Config:
@@ -237,6 +263,7 @@ def serve(config: GatewayConfig) -> int:
     try:
         if config.workers == 1:
             app = GatewayApp(config)
+            app.handle_signals = True
             server = uvicorn.Server(_uvicorn_config(config, app))
             announced = False
 
@@ -247,19 +274,24 @@ def serve(config: GatewayConfig) -> int:
                     print(f"{READY_PREFIX}{url}", flush=True)
 
             app.on_ready = announce
-            server.run(sockets=[sock])
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a clean stop
             if not announced:
                 raise GuardError("the gateway could not start (see the messages above)")
             return 0
-        from uvicorn.supervisors import Multiprocess
-
         os.environ[_CONFIG_ENV] = config.model_dump_json()
         uv_config = _uvicorn_config(
             config, "ollama_guard.gateway.server:create_app", factory=True, workers=config.workers
         )
         print(f"{READY_PREFIX}{url}", flush=True)
-        supervisor = Multiprocess(uv_config, sockets=[sock])
-        supervisor.run()
+        supervisor = _DrainingSupervisor(uv_config, sockets=[sock])
+        supervisor.shutdown_delay = config.shutdown_delay
+        try:
+            supervisor.run()
+        except KeyboardInterrupt:
+            pass
         return 0
     finally:
         sock.close()

@@ -14,13 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ollama_guard.gateway.keys import parse_token
-from ollama_guard.gateway.limits import StoreUnavailable
+from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, RequestHeaders
 
 log = logging.getLogger("ollama_guard.gateway")
 
 MAX_KEY_CHARS = 512
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def presented_key(headers: RequestHeaders) -> str:
@@ -51,11 +55,8 @@ async def authenticate(headers: RequestHeaders, facts: AuditFacts, authenticator
     presented = presented_key(headers)
     try:
         key = await authenticator.authenticate(presented)
-    except StoreUnavailable:
-        log.error("key store unavailable; refusing request %s", facts.request_id)
-        raise Refusal(503, "key store unavailable", "key-store-unavailable") from None
-    except Exception:
-        log.exception("key check failed; refusing request %s", facts.request_id)
+    except Exception as exc:
+        GATEWAY_LOG.error("key-store", "key store unavailable, refusing keyed requests (%s)", _why(exc))
         raise Refusal(503, "key store unavailable", "key-store-unavailable") from None
     if key is None:
         raise Refusal(401, "invalid API key", "bad-key")

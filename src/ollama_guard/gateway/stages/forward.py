@@ -30,6 +30,7 @@ from ollama_guard.gateway.proxy import (
     is_streaming,
     response_headers,
 )
+from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, HeaderList, Receive, Request
 from ollama_guard.gateway.routes import Route
@@ -40,6 +41,7 @@ SMALL_RESPONSE = 256 * 1024
 class ForwardStage:
     def __init__(self, config: GatewayConfig, upstream: Upstream, metrics: GatewayMetrics) -> None:
         self._allow_cloud = config.allow_cloud
+        self.url = config.upstream
         self.upstream = upstream
         self.metrics = metrics
 
@@ -80,12 +82,15 @@ class ForwardStage:
                 raise data.error from None
             if isinstance(exc, TimeoutError):
                 self.metrics.upstream_errors.labels("timeout").inc()
+                GATEWAY_LOG.warning("upstream-timeout", "upstream %s did not answer in time", self.url)
                 raise Refusal(504, "upstream did not answer in time", "upstream-timeout") from None
             if isinstance(exc, UpstreamBusy):
                 self.metrics.upstream_errors.labels("busy").inc()
+                GATEWAY_LOG.warning("upstream-busy", "every upstream connection is busy (global_concurrency)")
                 raise Refusal(503, "gateway busy, try again", "upstream-busy", retry_after=1) from None
             if isinstance(exc, UpstreamError):
                 self.metrics.upstream_errors.labels("unavailable").inc()
+                GATEWAY_LOG.error("upstream-down", "upstream unavailable: %s (%s)", self.url, exc)
                 raise Refusal(502, "upstream unavailable", "upstream-unavailable") from None
             raise
 

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from ollama_guard.gateway.limits import Limited, Reservation, StoreUnavailable
+from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts
 
@@ -29,11 +30,9 @@ async def admit(
         reservation = await slot.__aenter__()
     except Limited as exc:
         raise Refusal(429, str(exc.reason), "rate-limited", retry_after=exc.retry_after) from None
-    except StoreUnavailable:
-        log.error("limit store unavailable; refusing request %s", facts.request_id)
-        raise Refusal(503, "limit store unavailable", "limit-store-unavailable") from None
-    except Exception:
-        log.exception("limit check failed; refusing request %s", facts.request_id)
+    except Exception as exc:  # StoreUnavailable, or a bug: either way the limits cannot be checked
+        kind = "" if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: "
+        GATEWAY_LOG.error("limit-store", "limit store unavailable, refusing limited keys (%s%s)", kind, exc)
         raise Refusal(503, "limit store unavailable", "limit-store-unavailable") from None
     return slot, reservation if isinstance(reservation, Reservation) else None
 

@@ -1,0 +1,206 @@
+"""Readiness and shutdown (issue 10, item 6; issue 9, items 10 and 11): `/-/ready` says 503 while Ollama,
+the key store, Redis or the audit pipeline cannot serve, and from the moment SIGTERM arrives — while
+the listener is still open; `/-/health` stays liveness; error lines during an outage are rate-limited;
+a dead upstream is a warning at start; Ctrl-C ends `serve` with exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ollama_guard.gateway.ratelog import RateLimitedLog
+from ollama_guard.gateway.readiness import Readiness
+from support.gateway import Gateway, KeySpec, create_keys, http_bytes, raw_request, start_gateway
+from support.pg_redis import RedisServer, redis_server  # noqa: F401
+from support.servers import GATEWAY_READY, GUARD_ARGV, running_process, start_process, stop_process
+
+CANNED = Path(__file__).parent / "support" / "canned_upstream.py"
+
+
+def _status(gw: Gateway, path: str, headers: dict[str, str] | None = None) -> int:
+    return raw_request(gw.host, gw.port, http_bytes("GET", path, headers=headers), timeout=10).status
+
+
+def _wait_for(gw: Gateway, path: str, status: int, within: float = 8.0) -> None:
+    deadline = time.monotonic() + within
+    seen = None
+    while time.monotonic() < deadline:
+        seen = _status(gw, path)
+        if seen == status:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{path} stayed {seen}, expected {status}; output:\n{gw.output()[-2000:]}")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path):
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({}))
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (proc, url):
+        yield proc, url
+
+
+def test_ready_follows_the_upstream_and_health_stays_liveness(upstream, tmp_path: Path) -> None:
+    proc, url = upstream
+    with start_gateway(tmp_path / "gw", url) as gw:
+        _wait_for(gw, "/-/ready", 200)
+        resp = raw_request(gw.host, gw.port, http_bytes("GET", "/-/ready"))
+        assert json.loads(resp.body) == {"status": "ready"}  # no details for the public
+        stop_process(proc)  # Ollama goes away
+        _wait_for(gw, "/-/ready", 503)
+        resp = raw_request(gw.host, gw.port, http_bytes("GET", "/-/ready"))
+        assert json.loads(resp.body) == {"status": "not ready"} and url not in resp.body.decode()
+        assert _status(gw, "/-/health") == 200
+        time.sleep(0.5)
+        assert "not ready: upstream" in gw.output()
+
+
+def test_a_dead_upstream_at_start_is_a_warning_and_upstream_failures_are_logged_once(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    with start_gateway(tmp_path / "gw", "http://127.0.0.1:9", db_url=db) as gw:
+        gw.keys = keys
+        for _ in range(30):
+            assert _status(gw, "/api/version", gw.auth("k")) == 502
+        time.sleep(1.5)
+        out = gw.output()
+        assert "not ready: upstream http://127.0.0.1:9 does not answer" in out
+        assert 1 <= out.count("upstream unavailable") <= 2, out
+
+
+def test_redis_down_makes_the_gateway_not_ready_and_logs_once(
+    upstream, tmp_path: Path, redis_server: RedisServer  # noqa: F811
+) -> None:
+    _proc, url = upstream
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read", rpm=1000)])
+    with start_gateway(tmp_path / "gw", url, db_url=db, extra_args=["--redis", redis_server.url]) as gw:
+        gw.keys = keys
+        _wait_for(gw, "/-/ready", 200)
+        redis_server.stop()
+        try:
+            _wait_for(gw, "/-/ready", 503)
+            statuses = {_status(gw, "/api/version", gw.auth("k")) for _ in range(40)}
+            assert statuses == {503}
+            time.sleep(0.3)
+            errors = [line for line in gw.output().splitlines() if "limit store unavailable" in line]
+            assert 1 <= len(errors) <= 2, errors  # not one line per refused request
+        finally:
+            redis_server.start()
+        _wait_for(gw, "/-/ready", 200)
+
+
+def test_sigterm_turns_ready_off_before_the_listener_closes(upstream, tmp_path: Path) -> None:
+    _proc, url = upstream
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    with start_gateway(tmp_path / "gw", url, db_url=db, env={"OLLAMA_GUARD_SHUTDOWN_DELAY": "2"}) as gw:
+        gw.keys = keys
+        _wait_for(gw, "/-/ready", 200)
+        os.killpg(gw.proc.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        assert _status(gw, "/-/ready") == 503  # the listener is still open…
+        assert _status(gw, "/api/version", gw.auth("k")) == 200  # …and still serves
+        assert gw.proc.wait(15) == 0 or gw.proc.returncode == -signal.SIGTERM
+        with pytest.raises(OSError):
+            socket.create_connection((gw.host, gw.port), timeout=1).close()
+
+
+def test_ctrl_c_ends_serve_cleanly_with_exit_0(upstream, tmp_path: Path) -> None:
+    _proc, url = upstream
+    argv = [*GUARD_ARGV, "serve", "--listen", "127.0.0.1:0", "--upstream", url,
+            "--db", f"sqlite:///{tmp_path / 'guard.db'}"]
+    proc, _url = start_process(argv, GATEWAY_READY, 40, env={"OLLAMA_GUARD_HOME": str(tmp_path / "home")})
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        stop_process(proc)
+
+
+# --- the pieces ----------------------------------------------------------------------------------------
+class _Upstream:
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    async def open(self, *_args: object) -> SimpleNamespace:
+        if self.status is None:
+            raise ConnectionRefusedError("refused")
+
+        async def read() -> bytes:
+            return b""
+
+        return SimpleNamespace(status=self.status, read=read, close=lambda: None)
+
+
+async def test_readiness_checks_each_dependency() -> None:
+    async def ping() -> None:
+        return None
+
+    async def broken_ping() -> None:
+        raise ConnectionError("redis gone")
+
+    def services(fresh: bool = True, backlog: int = 0, pinger=ping) -> SimpleNamespace:
+        return SimpleNamespace(authenticator=SimpleNamespace(fresh=fresh),
+                               limiter=SimpleNamespace(ping=pinger), audit=SimpleNamespace(backlog=backlog))
+
+    ready = Readiness(_Upstream(200), "http://ollama", max_backlog=100)
+    assert await ready.check(services()) is None
+    assert "stale" in (await ready.check(services(fresh=False)) or "")
+    assert "limit store" in (await ready.check(services(pinger=broken_ping)) or "")
+    assert "backlog is 100" in (await ready.check(services(backlog=100)) or "")
+    assert await ready.check(services(backlog=99)) is None
+    assert "answers 502" in (await Readiness(_Upstream(502), "u", 100).check(services()) or "")
+    assert "does not answer" in (await Readiness(_Upstream(None), "u", 100).check(services()) or "")
+    ready.ok = True
+    ready.draining = True
+    assert not ready.ready
+
+
+def test_error_lines_are_rate_limited_with_counts(caplog: pytest.LogCaptureFixture) -> None:
+    limited = RateLimitedLog(logging.getLogger("test.ratelog"), interval=0.2)
+    with caplog.at_level(logging.ERROR, logger="test.ratelog"):
+        for _ in range(100):
+            limited.error("redis", "limit store unavailable")
+        time.sleep(0.25)
+        limited.error("redis", "limit store unavailable")
+        limited.error("db", "key store unavailable")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["limit store unavailable", "limit store unavailable (99 more like it in the last 0.2 s)",
+                     "key store unavailable"]
+
+
+def test_serve_with_workers_drains_on_sigterm(upstream, tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
+    _proc, url = upstream
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    args = ["--redis", redis_server.url, "--workers", "2"]
+    with start_gateway(tmp_path / "gw", url, db_url=db, extra_args=args,
+                       env={"OLLAMA_GUARD_SHUTDOWN_DELAY": "2"}) as gw:
+        gw.keys = keys
+        _wait_for(gw, "/-/ready", 200)
+        results: list[int] = []
+
+        async def clients() -> None:
+            loop = asyncio.get_running_loop()
+            request = http_bytes("GET", "/api/version", headers=gw.auth("k"))
+            os.killpg(gw.proc.pid, signal.SIGTERM)
+            for _ in range(10):  # requests during the drain window still get answers, not resets
+                resp = await loop.run_in_executor(None, raw_request, gw.host, gw.port, request)
+                results.append(resp.status)
+                await asyncio.sleep(0.05)
+
+        asyncio.run(clients())
+        assert results == [200] * 10, results
+        gw.proc.wait(20)
