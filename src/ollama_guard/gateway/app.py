@@ -114,7 +114,8 @@ class GatewayApp:
         )
         req = Request(scope, receive, send, method, path, facts, started)
         if path in UNAUTHENTICATED and method in ("GET", "HEAD"):
-            await answer_health(req, None if path == HEALTH else self.readiness.ready)
+            ready = None if path == HEALTH else await self.readiness.ready(self.services)
+            await answer_health(req, ready)
             return
         try:
             if path.startswith("/-/"):
@@ -164,7 +165,7 @@ class GatewayApp:
             self.metrics.audit_backlog.set_function(lambda: audit.backlog)
         await self.upstream.start()
         await self.judges.start()
-        self.readiness.start(self.services)
+        await self.readiness.start()
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             self._drain_on_sigterm()
         # Long-lived start-up objects need no more cyclic-GC passes; the request path allocates many

@@ -1,14 +1,16 @@
-"""Readiness (`GET /-/ready`): whether this process should be sent traffic, checked in the background
-once a second so the answer costs nothing and tells the public nothing but yes or no.
+"""Readiness (`GET /-/ready`): whether this process should be sent traffic. It tells the public
+nothing but yes or no; why not goes to the log.
 
 Ready means: Ollama answers (`GET /`, any status below 500, within 2 s), the key snapshot is fresh
 (the key store answered within its staleness limit), the limit store answers (Redis `PING`), and
-the audit recorder's backlog is below `ready_max_audit_backlog`. From the moment a shutdown starts
-(SIGTERM) the process is not ready, while it still serves for `shutdown_delay` seconds so a load
-balancer can take it out of rotation before its listener closes.
+the audit recorder's backlog is below `ready_max_audit_backlog`. The checks run when someone asks
+(an orchestrator polling `/-/ready`), at most once a second whatever the number of askers, so a
+gateway nobody polls sends Ollama nothing of its own. From the moment a shutdown starts (SIGTERM)
+the process is not ready, while it still serves for `shutdown_delay` seconds so a load balancer can
+take it out of rotation before its listener closes.
 
-Changes of state are logged (why it is not ready, and when it is again), so a dead upstream at start
-is one warning, repeated as a reminder every minute while it lasts — not silence, not a line per request.
+At start the upstream is tried once; if it does not answer, a warning says so and it is tried again
+every 2 s (a reminder in the log every minute) until it does.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 log = logging.getLogger("ollama_guard.gateway")
 
-CHECK_INTERVAL = 1.0
+CACHE_SECONDS = 1.0
 UPSTREAM_TIMEOUT = 2.0
 STORE_TIMEOUT = 1.0
+RETRY_EVERY = 2.0
 REMIND_EVERY = 60.0
 
 
@@ -33,42 +36,57 @@ class Readiness:
         self._url = upstream_url
         self._max_backlog = max_backlog
         self.draining = False
-        self.ok = False
-        self.reason = "starting"
-        self._task: asyncio.Task[None] | None = None
-        self._last_said = float("-inf")
+        self._checked_at = float("-inf")
+        self._reason: str | None = "not checked yet"
+        self._running: asyncio.Task[str | None] | None = None
+        self._retry: asyncio.Task[None] | None = None
 
-    @property
-    def ready(self) -> bool:
-        return self.ok and not self.draining
-
-    def start(self, services: Any) -> None:
-        self._task = asyncio.create_task(self._run(services), name="ollama-guard readiness")
+    async def start(self) -> None:
+        """Try the upstream once; when it does not answer, warn and keep trying in the background."""
+        reason = await self._check_upstream()
+        if reason is not None:
+            log.warning("%s; trying again every %g s", reason, RETRY_EVERY)
+            self._retry = asyncio.create_task(self._until_upstream_answers(), name="ollama-guard upstream")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._retry, self._running):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._retry = self._running = None
 
-    async def _run(self, services: Any) -> None:
+    async def _until_upstream_answers(self) -> None:
+        said = time.monotonic()
         while True:
-            reason = await self.check(services)
-            self._note(reason)
-            await asyncio.sleep(CHECK_INTERVAL)
+            await asyncio.sleep(RETRY_EVERY)
+            reason = await self._check_upstream()
+            if reason is None:
+                log.warning("upstream %s answers now", self._url)
+                return
+            if time.monotonic() - said >= REMIND_EVERY:
+                log.warning("%s (still)", reason)
+                said = time.monotonic()
 
-    def _note(self, reason: str | None) -> None:
-        now = time.monotonic()
-        if reason is None:
-            if not self.ok and self.reason != "starting":
-                log.warning("ready again (%s no longer)", self.reason)
-            self.ok, self.reason = True, ""
-            return
-        if self.ok or reason != self.reason or now - self._last_said >= REMIND_EVERY:
-            log.warning("not ready: %s (checking again every %g s)", reason, CHECK_INTERVAL)
-            self._last_said = now
-        self.ok, self.reason = False, reason
+    async def ready(self, services: Any) -> bool:
+        if self.draining:
+            return False
+        if time.monotonic() - self._checked_at >= CACHE_SECONDS:
+            if self._running is None:
+                self._running = asyncio.create_task(self.check(services))
+            running = self._running
+            try:
+                reason = await asyncio.shield(running)
+            finally:
+                if self._running is running and running.done():
+                    self._running = None
+            if reason != self._reason:
+                if reason is None:
+                    log.warning("ready (%s no longer)", self._reason)
+                else:
+                    log.warning("not ready: %s", reason)
+            self._reason, self._checked_at = reason, time.monotonic()
+        return self._reason is None
 
     async def check(self, services: Any) -> str | None:
         """None when ready, else why not (for the log, never for the public)."""
