@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ollama_guard.audit.collect import AuditOptions
 from ollama_guard.audit.runner import run_audit
@@ -322,3 +324,34 @@ def test_redaction_stays_linear_on_hostile_lines(hostile: str) -> None:
     started = time.monotonic()
     assert redact_text(hostile + " PASSWORD=x").endswith(f"PASSWORD={REDACTED}")
     assert time.monotonic() - started < 10
+
+
+SECRET_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="\"'`\\"),
+    min_size=1,
+    max_size=20,
+)
+TEMPLATES = [
+    "DB_PASSWORD={s}",
+    "export API_TOKEN={s}",
+    'Environment="SECRET_KEY={s}" OLLAMA_HOST=0.0.0.0',
+    "Environment=AWS_SECRET_ACCESS_KEY={s} OLLAMA_ORIGINS=*",
+    "password: {s}",
+    '{{"apiKey": "{s}", "host": "h"}}',
+    "--password {s} --port 1",
+    "--token={s}",
+    "postgresql://user:{s}@db:5432/x",
+    "HTTPS_PROXY=http://u:{s}@proxy:3128",
+    "Authorization: Bearer {s}",
+    "host=db password={s} dbname=x",
+    "ExecStart=/usr/bin/x --api-key {s}",
+    "curl -H 'X-Api-Key: {s}' http://x",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(template=st.sampled_from(TEMPLATES), body=SECRET_TEXT)
+def test_no_planted_secret_survives_redaction(template: str, body: str) -> None:
+    """Any printable secret (punctuation included: `,;&<>:=@/` all occur in real passwords)."""
+    planted = "Zq" + body
+    assert "Zq" not in redact_text(template.format(s=planted))

@@ -45,8 +45,8 @@ _COUNT_WORDS = re.compile(r"TOKENS|KEYS")
 
 # A URL's scheme, only where a word starts (bounded: hostile input must not make this quadratic).
 _SCHEME = re.compile(r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://")
-_WORD_END = re.compile(r"[\s\"'<>`]")
-_AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Digest|Token|ApiKey)(\s+)[A-Za-z0-9._~+/=:-]{4,}")
+_WORD_END = re.compile(r"[\s\"'`]")
+_AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Digest|Token|ApiKey)([ \t]+)(?!\[redacted\])[^\s\"'`]+")
 _SHAPED_TOKENS = re.compile(
     r"\bog_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}"
     r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
@@ -66,7 +66,8 @@ _ASSIGNMENT = re.compile(
 # A flag followed by its value as the next word (`--password hunter2`).
 _FLAG_SPACE = re.compile(r"(?<![^\s\"'])(?P<name>--?[A-Za-z][A-Za-z0-9_.-]*)(?P<sep>[ \t]+)(?=[^\s-])")
 # A bare value: its first word, then following words that are not `name=`/`name:` (the next setting).
-_BARE_VALUE = re.compile(r"[^\s\"',;&]*(?:[ \t]+[^\s\"'=:,;&<>]+(?=[ \t\r\n]|$))*")
+_BARE_VALUE = re.compile(r"\S*(?:[ \t]+[^\s\"'=:]+(?=[ \t\r\n]|$))*")
+_REST_OF_LINE = re.compile(r"[^\r\n]*")
 
 
 def is_sensitive_name(name: str) -> bool:
@@ -74,7 +75,7 @@ def is_sensitive_name(name: str) -> bool:
     norm = name.strip().strip("-\"'").upper().replace("-", "_").replace(".", "_")
     if not norm or norm in _NOT_SENSITIVE:
         return False
-    squeezed = _COUNT_WORDS.sub("", norm)
+    squeezed = _COUNT_WORDS.sub("", norm).replace("TOKENIZ", "")  # tokenizer settings are not tokens
     if any(part in squeezed for part in _SENSITIVE_PARTS):
         return True
     return any(seg in _SENSITIVE_SEGMENTS for seg in re.split(r"[_\W]+", norm))
@@ -94,12 +95,13 @@ def _end_of_quoted(text: str, start: int, quote: str) -> int:
     return len(text)
 
 
-def _end_of_value(text: str, start: int, opening_quote: str) -> tuple[int, int]:
+def _end_of_value(text: str, start: int, opening_quote: str, colon: bool = False) -> tuple[int, int]:
     """(value end, end of what to replace) for a value starting at `start`.
 
     Inside a quoted assignment (`"NAME=value"`) the value runs to the closing quote; a quoted value
-    runs to its closing quote; a bare value runs over following words that do not look like the next
-    assignment (`KEY: two words`, `PASSWORD=a b` in env files), stopping at `,;&` and quotes.
+    runs to its closing quote; after `NAME:` (a header, YAML) a bare value runs to the end of the line;
+    after `NAME=` it is its first word plus following words that do not look like the next assignment
+    (`PASSWORD=a b` in env files). When in doubt, more is hidden, never less.
     """
     if opening_quote:
         end = _end_of_quoted(text, start, opening_quote)
@@ -108,7 +110,7 @@ def _end_of_value(text: str, start: int, opening_quote: str) -> tuple[int, int]:
     if start < len(text) and text[start] in "\"'`":
         end = _end_of_quoted(text, start + 1, text[start])
         return end, end
-    m = _BARE_VALUE.match(text, start)
+    m = (_REST_OF_LINE if colon else _BARE_VALUE).match(text, start)
     end = m.end() if m else start
     # A trailing flag (`--other`) starts the next argument, not the value.
     words = text[start:end].split(" ")
@@ -166,7 +168,8 @@ def _redact_assignments(text: str) -> str:
         opening = before if before in "\"'" else ""
         if text.startswith("//", value_start):  # `scheme://` is a URL, not an assignment
             continue
-        _value_end, end = _end_of_value(text, value_start, opening)
+        colon = ":" in m.group("sep")
+        _value_end, end = _end_of_value(text, value_start, opening, colon)
         if end <= value_start:
             continue
         value = text[value_start:end]
