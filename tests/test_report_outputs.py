@@ -210,6 +210,8 @@ def test_expired_entries_stop_applying_and_are_warned_about(run, tmp_path: Path)
     assert doc["summary"]["ignored"] == 1
     warning = [line for line in err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and ".ollama-guard-ignore:1" in warning[0] and yesterday in warning[0]
+    _, _, quiet_err = run("--format", "json", "-q")
+    assert quiet_err.strip() == warning[0]  # -q silences notes, never this warning
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,7 @@ def emit_report(
     from ollama_guard.reports import render
 
     settings = current_settings()
-    shown = apply_filters(report, settings, warn=note)
+    shown = apply_filters(report, settings, warn=warning)
     outputs = _outputs(output)
     if not outputs:
         resolved = format_for(fmt, None)
@@ -284,6 +284,11 @@ def closing_line(report: Report, outputs: Sequence[Path]) -> str:
     if isinstance(hidden, int) and hidden:
         line += f" ({hidden} below --severity)"
     return line
+
+
+def warning(text: str) -> None:
+    """A warning on stderr, shown even with -q (an expired acceptance must not pass unseen)."""
+    click.echo(f"ollama-guard: {text}", err=True)
 
 
 def note(text: str) -> None:
