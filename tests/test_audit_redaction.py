@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ollama_guard.audit.collect import AuditOptions
 from ollama_guard.audit.runner import run_audit
-from ollama_guard.redact import REDACTED, is_sensitive_name, redact_argv, redact_text
+from ollama_guard.redact import REDACTED, is_sensitive_name, redact_argv, redact_text, redact_value
 from ollama_guard.reports import render
 from support.cli import run_cli
 
@@ -132,6 +132,10 @@ def test_redaction_rules_keep_what_matters() -> None:
     assert redact_text("--secret hunter2 --port 5") == f"--secret {REDACTED} --port 5"
     assert redact_text("key og_0123456789abcdef_" + "A" * 43) == f"key {REDACTED}"
     assert redact_text("--tokens-per-day 100 PWD=/srv") == "--tokens-per-day 100 PWD=/srv"
+    assert redact_text("password: two words:x") == f"password: {REDACTED}"  # a header/YAML value: the line
+    assert redact_text("PASSWORD=abc --verbose") == f"PASSWORD={REDACTED} --verbose"
+    assert redact_text('PASSWORD="" TOKEN=') == 'PASSWORD="" TOKEN='  # none set: shown as none
+    assert redact_value("DB_PASSWORD", "") == ""
     # a quoted assignment runs to its closing quote, whatever it holds
     assert (
         redact_text('Environment="DB_PASSWORD=a=b c:d" "X=1"')
@@ -149,7 +153,16 @@ def test_redaction_rules_keep_what_matters() -> None:
     ]
     for name in ("DB_PASSWORD", "db-passwd", "GITHUB_TOKEN", "OPENAI_API_KEY", "x-api-key", "AUTH", "PASS"):
         assert is_sensitive_name(name), name
-    for name in ("OLLAMA_HOST", "OLLAMA_KEEP_ALIVE", "PWD", "BYPASS_CACHE", "max_tokens", "PATH"):
+    for name in (
+        "OLLAMA_HOST",
+        "OLLAMA_KEEP_ALIVE",
+        "PWD",
+        "BYPASS_CACHE",
+        "max_tokens",
+        "PATH",
+        "max_keys",
+        "tokenizer.ggml.model",
+    ):
         assert not is_sensitive_name(name), name
 
 
@@ -355,3 +368,21 @@ def test_no_planted_secret_survives_redaction(template: str, body: str) -> None:
     """Any printable secret (punctuation included: `,;&<>:=@/` all occur in real passwords)."""
     planted = "Zq" + body
     assert "Zq" not in redact_text(template.format(s=planted))
+
+
+def test_userinfo_scan_reads_each_word_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many schemes in one word without an '@' (hostile): the word's end is looked up once, not once per
+    scheme (that would be quadratic)."""
+    from ollama_guard import redact
+
+    calls = []
+    real = redact._WORD_END
+
+    class Counting:
+        def search(self, text: str, pos: int):  # type: ignore[no-untyped-def]
+            calls.append(pos)
+            return real.search(text, pos)
+
+    monkeypatch.setattr(redact, "_WORD_END", Counting())
+    assert redact_text("http://" * 1000 + " next") == "http://" * 1000 + " next"
+    assert len(calls) == 1

@@ -46,7 +46,7 @@ _COUNT_WORDS = re.compile(r"TOKENS|KEYS")
 # A URL's scheme, only where a word starts (bounded: hostile input must not make this quadratic).
 _SCHEME = re.compile(r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}://")
 _WORD_END = re.compile(r"[\s\"'`]")
-_AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Digest|Token|ApiKey)([ \t]+)(?!\[redacted\])[^\s\"'`]+")
+_AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Digest|Token|ApiKey)([ \t]+)[^\s\"'`]+")
 _SHAPED_TOKENS = re.compile(
     r"\bog_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}"
     r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
@@ -173,7 +173,7 @@ def _redact_assignments(text: str) -> str:
         if end <= value_start:
             continue
         value = text[value_start:end]
-        if value == REDACTED or value.strip("\"'") in ("", REDACTED):
+        if value.strip("\"'") == "":  # an empty credential is worth seeing: there is none
             continue
         out.append(text[pos:value_start])
         if value[:1] in "\"'`" and not opening:
