@@ -326,3 +326,25 @@ def test_connections_per_address_are_capped(tmp_path: Path) -> None:
         again.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert again.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
         again.close()
+
+
+def test_stalled_one_megabyte_headers_share_a_bounded_buffer(tmp_path: Path) -> None:
+    """300 connections each send 1 MB of header and stall (Go would hold them all: 300 MB)."""
+    args = ("--max-conns-per-ip", "400")
+    with start_decoy(tmp_path, seed_models=0, extra_args=args) as running, Watch(running) as watch:
+        socks = []
+        head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Stall: " + b"s" * 1_000_000
+        for _ in range(300):
+            sock = socket.create_connection((running.host, running.port), timeout=10)
+            with contextlib.suppress(OSError):
+                sock.sendall(head)
+            socks.append(sock)
+        time.sleep(0.5)
+        refused = 0
+        for sock in socks:
+            sock.settimeout(0.05)
+            with contextlib.suppress(OSError):
+                refused += sock.recv(64).startswith(b"HTTP/1.1 431 ")
+            sock.close()
+    assert refused > 200
+    watch.check()

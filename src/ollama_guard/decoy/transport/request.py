@@ -60,11 +60,22 @@ class BodyError(Exception):
     """Reading the request body failed; the text is Go's error string as a handler would see it."""
 
 
+class HeaderBudget:
+    """Bytes of unfinished request headers buffered over all connections (Go has no such bound; a
+    honeypot needs one: a thousand stalled 1 MB headers would otherwise hold a gigabyte)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
 class Input:
     """A buffered reader over one connection with Go's read limit (counted in bytes taken off the wire)."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(self, reader: asyncio.StreamReader, budget: HeaderBudget | None = None) -> None:
         self.reader = reader
+        self.budget = budget
+        self.held = 0  # header bytes this connection counts against the budget
         self.buf = bytearray()
         self.eof = False
         self.remain: float = float("inf")
@@ -86,6 +97,11 @@ class Input:
             self.eof = True
             return False
         self.remain -= len(data)
+        if self.budget is not None and self.remain != float("inf"):  # header phase only
+            self.held += len(data)
+            self.budget.used += len(data)
+            if self.budget.used > self.budget.limit:
+                raise TOO_LARGE
         self.buf += data
         if len(self.sample) < self.SAMPLE_BYTES:
             self.sample += data[: self.SAMPLE_BYTES - len(self.sample)]
@@ -274,6 +290,9 @@ def _split_field(kv: bytes) -> tuple[bytes, bytes]:
 
 async def read_request(inp: Input, max_header_bytes: int = MAX_HEADER_BYTES) -> GoRequest:
     inp.remain = max_header_bytes + READ_LIMIT_SLACK - len(inp.buf)
+    if inp.budget is not None:  # bytes read ahead for this request already count
+        inp.held = len(inp.buf)
+        inp.budget.used += inp.held
     inp.sample = bytearray(inp.buf[: Input.SAMPLE_BYTES])
     try:
         return await _read_request(inp)
@@ -283,6 +302,9 @@ async def read_request(inp: Input, max_header_bytes: int = MAX_HEADER_BYTES) -> 
         raise
     finally:
         inp.remain = float("inf")
+        if inp.budget is not None:
+            inp.budget.used -= inp.held
+            inp.held = 0
 
 
 async def _read_request(inp: Input) -> GoRequest:

@@ -22,6 +22,7 @@ from ollama_guard.decoy.transport.request import (
     BodyReader,
     ExpectationFailed,
     GoRequest,
+    HeaderBudget,
     Input,
     Quiet,
     Reject,
@@ -45,6 +46,7 @@ class Limits:
     """Resource bounds of the transport (Go's defaults where Go has one)."""
 
     max_header_bytes: int = MAX_HEADER_BYTES
+    header_budget: int = 32 << 20  # unfinished headers buffered over all connections
     max_conns_per_ip: int = 64
     max_conns: int = 1024
     idle_timeout: float = 600.0  # Go (as Ollama configures it) waits forever; a honeypot must not
@@ -65,6 +67,7 @@ class GoHTTPServer:
         self.total = 0
         self.dates = DateCache()
         self.refused = 0
+        self.header_budget = HeaderBudget(self.limits.header_budget)
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, sock: socket.socket) -> asyncio.Server:
@@ -112,7 +115,7 @@ class _Connection:
         self.server = server
         self.writer = writer
         self.peer = peer
-        self.inp = Input(reader)
+        self.inp = Input(reader, server.header_budget)
         self.local = writer.get_extra_info("sockname") or ("", 0)
 
     async def run(self) -> None:
