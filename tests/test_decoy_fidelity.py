@@ -250,3 +250,16 @@ def test_generate_names_a_missing_model_in_each_version_s_words(decoy: DecoyProc
         assert head.startswith(b"HTTP/1.1 400 ") and body == b'{"error":"model is required"}'
         assert missing_head.startswith(b"HTTP/1.1 404 ")
         assert missing == b'{"error":"model \'nope\' not found, try pulling it first"}'
+
+
+def test_openai_routes_answer_body_errors_in_openai_shape(decoy: DecoyProcess) -> None:
+    if not _at_least(decoy, "0.1.24"):
+        return  # no /v1/chat/completions yet
+    head, body = split(get(decoy, "/v1/chat/completions", "POST", b'{"model":'))
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert json.loads(body) == {
+        "error": {"message": "unexpected EOF", "type": "invalid_request_error", "param": None, "code": None}
+    }
+    cut = b'POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{"model":"x"'
+    _, body = split(send(decoy, cut))
+    assert json.loads(body)["error"]["message"] == "unexpected EOF"

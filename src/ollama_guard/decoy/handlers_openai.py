@@ -11,10 +11,11 @@ from typing import Any
 
 from ollama_guard.decoy import bodies as rq
 from ollama_guard.decoy.handlers_inference import embed_response
-from ollama_guard.decoy.http import SSE_TYPE, Request, Send, json_bytes, send_bytes, send_stream
+from ollama_guard.decoy.http import SSE_TYPE, BodyTooLarge, Request, Send, json_bytes, send_bytes, send_stream
 from ollama_guard.decoy.inference import Run, lookup, prepare_chat, prepare_generate
 from ollama_guard.decoy.respond import paced
 from ollama_guard.decoy.state import DecoyState
+from ollama_guard.decoy.transport.request import BodyError
 from ollama_guard.ollama.names import try_parse_model_name
 
 OPENAI_JSON = "application/json"
@@ -70,11 +71,16 @@ async def send_openai_error(send: Send, status: int, message: str, *, from_handl
 
 
 async def _decode(req: Request, send: Send, struct: rq.Struct) -> dict[str, Any] | None:
+    """The middleware's ShouldBindJSON: any failure (JSON, a cut or oversized body) is its 400."""
     try:
         return rq.decode(await req.body(), struct)
     except rq.BadRequest as exc:
         await send_openai_error(send, 400, exc.message, from_handler=False)
-        return None
+    except BodyError as exc:
+        await send_openai_error(send, 400, str(exc), from_handler=False)
+    except BodyTooLarge:
+        await send_openai_error(send, 400, rq.TOO_LARGE_TEXT, from_handler=False)
+    return None
 
 
 def _usage(run: Run) -> dict[str, int]:
