@@ -38,6 +38,7 @@ class ChildFollower:
         self.starts = 0
         self._lines = Lines()
         self._proc: asyncio.subprocess.Process | None = None
+        self._last = ""  # the last line the command printed (docker's complaints go to the same pipe)
 
     def argv(self, follow: bool) -> list[str]:
         raise NotImplementedError
@@ -97,7 +98,10 @@ class ChildFollower:
                 data = reader.result()
                 if not data:
                     break
-                got = self.lines(self._lines.feed(data))
+                raw = self._lines.feed(data)
+                if raw:
+                    self._last = raw[-1]
+                got = self.lines(raw)
                 if got:
                     sink(got)
             rest = self.lines(self._lines.flush())
@@ -110,6 +114,8 @@ class ChildFollower:
         if err_task is not None:
             text = (await err_task).decode("utf-8", "replace").strip()
             err = text.splitlines()[-1][:300] if text else ""
+        elif code != 0:
+            err = self._last.strip()[:300]
         return code, err
 
     async def stop(self) -> None:
