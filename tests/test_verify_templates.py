@@ -250,6 +250,7 @@ def test_go_parser_errors_match_go() -> None:
     for bad in bad_ones:
         with pytest.raises(GoParseError):
             parse(bad)
+    assert parse("{{ with .X }}a{{ else with .Y }}b{{ end }}").root[0].else_[0].kind == "with"  # Go 1.23+
     tree = parse('{{- /* c */ -}} a {{- $x := "b" -}} {{ $x }}')
     assert [n.kind for n in tree.root] == ["text", "action", "action"]
     assert tree.root[0].text == "a"
