@@ -142,7 +142,7 @@ def _table(keys: list[ApiKey]) -> str:
 
 @click.group("keys")
 def keys() -> None:
-    """Create, list, revoke and rotate gateway API keys (only a keyed hash of each key is stored)."""
+    """Create, list, update, revoke and rotate gateway API keys (only a keyed hash of each key is stored)."""
 
 
 @keys.command("create")
@@ -250,3 +250,48 @@ def rotate_command(name_or_id: str, db: str | None, config_file: Path | None) ->
     )
     click.echo("the new secret below is shown only this once; store it now:", err=True)
     click.echo(token)
+
+
+@keys.command("update")
+@click.argument("name_or_id")
+@click.option(
+    "--models",
+    multiple=True,
+    metavar="PATTERN[,PATTERN…]",
+    help="New allowed models ('*' for all); an empty value is refused. Default: keep the current list.",
+)
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="New requests per minute.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="New concurrent requests.")
+@click.option("--tokens-per-day", type=click.IntRange(min=1), default=None, help="New daily token budget.")
+@state_options
+def update_command(
+    name_or_id: str,
+    models: tuple[str, ...],
+    rpm: int | None,
+    concurrency: int | None,
+    tokens_per_day: int | None,
+    db: str | None,
+    config_file: Path | None,
+) -> None:
+    """Change a key's models or limits (what is not given stays); also repairs a damaged model list.
+
+    Keys made before empty model lists were refused hold `[]` and are refused as damaged: give them
+    their models again with `--models` (for example `--models '*'`).
+    """
+    config = resolve_config(config_file, db)
+    require_database(config)
+
+    async def work(engine: Any) -> ApiKey:
+        store = KeyStore(engine, load_server_secret(config, create=False))
+        current = await store.get(name_or_id)
+        patterns = _split_patterns(models)
+        return await store.update(
+            name_or_id,
+            models=patterns if patterns is not None else list(current.models),
+            rpm=rpm if rpm is not None else current.rpm,
+            concurrency=concurrency if concurrency is not None else current.concurrency,
+            tokens_per_day=tokens_per_day if tokens_per_day is not None else current.tokens_per_day,
+        )
+
+    key = run_with_engine(config, work, init=False)
+    click.echo(f"updated key {key.name!r} (id {key.id}; {_describe(key)})")
