@@ -387,3 +387,39 @@ def test_ban_added_and_lifted_in_the_console_reaches_the_gateway(page: object, g
         time.sleep(0.05)
     assert [r["key_name"] for r in _console_records(gw, "console:ban-add 127.0.0.66")] == ["boss"]
     assert [r["key_name"] for r in _console_records(gw, "console:ban-lift 127.0.0.66")] == ["boss"]
+
+
+def test_latest_alerts_recorded_by_watch_are_on_the_overview(page: object, gw: Gateway) -> None:
+    import asyncio
+
+    from ollama_guard.gateway.alerts import AlertStore
+    from ollama_guard.gateway.db import create_engine_for
+
+    alert = {
+        "rule": "admin-from-remote",
+        "severity": "high",
+        "target": "ollama.log",
+        "count": 3,
+        "title": "<img src=x onerror=alert(1)>",
+        "source": "ollama.log",
+        "alert": "escalation",
+        "first_seen": "2026-12-07T10:00:00Z",
+        "last_seen": "2026-12-07T10:05:00Z",
+        "evidence": {"client": "203.0.113.9"},
+    }
+
+    async def record() -> None:
+        engine = create_engine_for(gw.db_url)
+        try:
+            await AlertStore(engine).record(alert)
+        finally:
+            await engine.dispose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (Playwright's loop runs in this thread)
+        pool.submit(asyncio.run, record()).result()
+    _login(page, gw)
+    rows = page.locator("[data-test=alert-row]")  # type: ignore[attr-defined]
+    assert rows.count() == 1
+    text = rows.first.inner_text()
+    assert "admin-from-remote" in text and "203.0.113.9" in text and "escalation" in text
+    assert page.locator("img").count() == 0  # type: ignore[attr-defined]  (hostile title stays text)

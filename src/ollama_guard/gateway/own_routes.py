@@ -50,6 +50,7 @@ def _console(app: GatewayApp) -> Any:
             await services.audit.flush()
             return await verify_chain(services.engine, secret)
 
+        from ollama_guard.gateway.alerts import AlertStore
         from ollama_guard.gateway.bans import BanStore
 
         bans = getattr(services, "bans", None)  # the gateway enforces bans only when it has a ban list
@@ -58,6 +59,7 @@ def _console(app: GatewayApp) -> Any:
             ConsoleDeps(
                 services.engine, secret, services.authenticator, health, verify,
                 bans=BanStore(services.engine) if bans is not None else None,
+                alerts=AlertStore(services.engine).latest,
                 on_login_failure=autoban.failure if autoban is not None else None,
             )
         )
