@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ def start_gateway(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = 40.0,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Gateway]:
     """`ollama-guard serve --listen 127.0.0.1:0` against `upstream`, stopped (SIGTERM) on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ def start_gateway(
         argv += ["--config", str(config_path)]
     argv += list(extra_args)
     full_env = {"OLLAMA_GUARD_HOME": str(workdir / "home"), **(env or {})}
-    proc, url = start_process(argv, GATEWAY_READY, timeout, env=full_env)
+    proc, url = start_process(argv, GATEWAY_READY, timeout, env=full_env, preexec_fn=preexec_fn)
     gateway = Gateway(proc=proc, url=url, db_url=db)
     try:
         yield gateway

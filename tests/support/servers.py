@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ def start_process(
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start argv in its own process group and wait until it prints a line containing `ready_prefix`.
 
@@ -77,6 +78,7 @@ def start_process(
         env=full_env,
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
     output: collections.deque[str] = collections.deque(maxlen=200)
     _OUTPUT[proc.pid] = output

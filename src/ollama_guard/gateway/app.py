@@ -81,6 +81,9 @@ class GatewayApp:
             return  # a CORS preflight, answered
         route, params = found
         key = await authenticate(req.headers, req.facts, services.authenticator)
+        connection = req.scope.get("ollama_guard.connection")
+        if connection is not None:
+            connection["authenticated"] = True  # its idle time between requests is no longer short
         authorise(key, route, self.config.allow_cloud)
         body = await self.judge_body(req, route)
         matcher = self.policy(req.facts, route, params, key, body)

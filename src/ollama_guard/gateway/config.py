@@ -75,6 +75,9 @@ class GatewayConfig(BaseModel):
     max_json_elements: int = 250_000  # JSON values in one body (arrays' items, objects' members)
     max_control_body_bytes: int = 64 * 1024  # bodies that name a model and a few flags (/api/show, …)
     max_document_body_bytes: int = 1024 * 1024  # /api/create (templates, system prompts, licenses)
+    max_connections_per_client: int = 256  # per client address (0: no cap; trusted proxies exempt)
+    unauthenticated_timeout: float = 10.0  # idle seconds allowed to a connection that has not authenticated
+    write_timeout: float = 30.0  # a client that reads none of a streamed answer for this long is cut off
     shutdown_delay: float = 2.0  # seconds between SIGTERM (not ready from then on) and closing the listener
     ready_max_audit_backlog: int = 10_000  # audit records waiting above which /-/ready says 503
     token_reservation: int = 2048  # tokens reserved for an answer whose request sets no output cap
@@ -144,6 +147,20 @@ class GatewayConfig(BaseModel):
     def _positive_int(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("max_connections_per_client")
+    @classmethod
+    def _cap_not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be 0 (no cap) or more")
+        return v
+
+    @field_validator("unauthenticated_timeout", "write_timeout")
+    @classmethod
+    def _positive_seconds(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0 seconds")
         return v
 
     @field_validator("shutdown_delay")

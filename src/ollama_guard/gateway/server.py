@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -91,6 +92,11 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
     """
 
     header_timeout: ClassVar[float] = 30.0
+    unauthenticated_timeout: ClassVar[float] = 10.0
+    max_per_client: ClassVar[int] = 256
+    exempt: ClassVar[tuple[Any, ...]] = ()  # trusted proxies: every client comes through them
+    open_per_client: ClassVar[dict[str, int]] = {}
+    _client: str | None = None
     max_target_bytes: ClassVar[int] = 16 * 1024
     max_header_bytes: ClassVar[int] = 64 * 1024
     _header_deadline: asyncio.TimerHandle | None = None
@@ -114,6 +120,16 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self.conn_state = {"authenticated": False}  # the app marks it (`mark_authenticated`)
+        peer = transport.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, tuple) and peer else ""
+        if self.max_per_client and client and not _exempt(client, self.exempt):
+            count = self.open_per_client.get(client, 0)
+            if count >= self.max_per_client:
+                transport.abort()  # over the cap: no answer, no fd kept
+                return
+            self.open_per_client[client] = count + 1
+            self._client = client
         self._arm_header_deadline()
 
     def on_headers_complete(self) -> None:
@@ -121,6 +137,7 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
             self._header_deadline.cancel()
             self._header_deadline = None
         self.scope["ollama_guard.origin_form"] = self.url.startswith(b"/")  # type: ignore[typeddict-unknown-key]
+        self.scope["ollama_guard.connection"] = self.conn_state  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -132,17 +149,66 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+        client, self._client = self._client, None
+        if client is not None:
+            left = self.open_per_client.get(client, 1) - 1
+            if left > 0:
+                self.open_per_client[client] = left
+            else:
+                self.open_per_client.pop(client, None)
         super().connection_lost(exc)
 
     def _arm_header_deadline(self) -> None:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        timeout = self.header_timeout
+        if not self.conn_state["authenticated"]:  # an idle connection nobody has vouched for
+            timeout = min(timeout, self.unauthenticated_timeout)
+        self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _exempt(client: str, networks: tuple[Any, ...]) -> bool:
+    if not networks:
+        return False
+    from ollama_guard.gateway.stages.client import in_networks
+
+    return in_networks(client, networks)
+
+
+class _NoIncompleteResponseLine(logging.Filter):
+    """The gateway cuts off clients that read nothing of a stream and says so itself (rate-limited);
+    uvicorn's own line for the response it then leaves unfinished would be one line per such client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+def configure_protocol(config: GatewayConfig) -> None:
+    """The connection-level limits, from the configuration (in every worker)."""
+    logging.getLogger("uvicorn.error").addFilter(_NoIncompleteResponseLine())
+    GuardHttpToolsProtocol.header_timeout = config.request_timeout
+    GuardHttpToolsProtocol.unauthenticated_timeout = config.unauthenticated_timeout
+    GuardHttpToolsProtocol.max_per_client = config.max_connections_per_client
+    GuardHttpToolsProtocol.exempt = config.trusted_proxy_networks
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (systemd's default soft limit is 1024:
+    ~1000 idle connections would lock everyone out). Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
 
 
 async def _prepare(config: GatewayConfig) -> None:
@@ -224,7 +290,7 @@ def create_app() -> GatewayApp:
     if not raw:
         raise GuardError("gateway worker started without its configuration")
     config = GatewayConfig.model_validate_json(raw)
-    GuardHttpToolsProtocol.header_timeout = config.request_timeout
+    configure_protocol(config)
     app = GatewayApp(config)
     app.handle_signals = True
     return app
@@ -256,8 +322,12 @@ def serve(config: GatewayConfig) -> int:
     for path in (config.tls_cert, config.tls_key):
         if path is not None and not path.is_file():
             raise GuardError(f"TLS file {path} does not exist")
+    files = raise_fd_limit()
+    if files < 4096:
+        print(f"ollama-guard: warning: only {files} open files allowed (raise LimitNOFILE / ulimit -n)",
+              file=sys.stderr)
     asyncio.run(_prepare(config))
-    GuardHttpToolsProtocol.header_timeout = config.request_timeout
+    configure_protocol(config)
     sock = bind_socket(config.listen_host, config.listen_port)
     url = _url(config, sock)
     try:

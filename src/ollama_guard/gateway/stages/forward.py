@@ -6,7 +6,9 @@
 * Model listings are filtered to the key's models (`listing.py`) and always go out uncompressed; a
   HEAD of a listing is a GET upstream, answered with the filtered listing's Content-Length.
 * Small answers are relayed whole; streams chunk by chunk. A client that hangs up during a long
-  request cancels it, which closes the upstream connection (Ollama stops generating).
+  request cancels it, which closes the upstream connection (Ollama stops generating); so does a
+  client that reads nothing of a streamed answer for `write_timeout` seconds (its upstream
+  connection and its key's concurrency slot are freed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ollama_guard.gateway.body import BodyStream, JsonBody
+from ollama_guard.gateway.body import BodyStream, ClientGone, JsonBody
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.listing import decode_listing, filter_listing
 from ollama_guard.gateway.metrics import GatewayMetrics
@@ -42,6 +44,7 @@ class ForwardStage:
     def __init__(self, config: GatewayConfig, upstream: Upstream, metrics: GatewayMetrics) -> None:
         self._allow_cloud = config.allow_cloud
         self.url = config.upstream
+        self.write_timeout = config.write_timeout
         self.upstream = upstream
         self.metrics = metrics
 
@@ -145,7 +148,15 @@ class ForwardStage:
                 sent += len(chunk)
                 if counter is not None:
                     counter.feed(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                try:
+                    async with asyncio.timeout(self.write_timeout):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except TimeoutError:  # the client reads nothing: let go of Ollama and of the slots
+                    facts.bytes_out = sent - len(chunk)
+                    facts.reason = "client-too-slow"
+                    GATEWAY_LOG.warning("slow-client", "cut off a client that read nothing for %g s",
+                                        self.write_timeout)
+                    raise ClientGone from None
         except (UpstreamError, TimeoutError):
             self.metrics.upstream_errors.labels("broken").inc()
             facts.reason = "upstream-broken"

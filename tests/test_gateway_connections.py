@@ -1,0 +1,150 @@
+"""Connections (issue 10, item 5): under a low open-files limit, 1100 idle connections from one address
+must not lock everyone else out (the soft limit is raised at start, each client address may hold only
+so many connections, a connection that has not authenticated may idle only briefly); a client that
+never reads a streamed answer is cut off after `write_timeout`, which frees its upstream connection
+and its key's concurrency slot."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ollama_guard.gateway.server import raise_fd_limit
+from support.gateway import KeySpec, create_keys, http_bytes, raw_request, start_gateway
+from support.servers import running_process
+
+CANNED = Path(__file__).parent / "support" / "canned_upstream.py"
+FD_LIMIT = 1024
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[str]:
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({
+        # a long stream: 64 KiB lines as fast as the gateway takes them
+        "POST /api/generate": {"content_type": "application/x-ndjson", "repeat": 2000, "interval": 0.001,
+                               "chunks": ['{"response":"' + "x" * 65536 + '","done":false}\n']},
+    }))
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (_proc, url):
+        yield url
+
+
+def _low_fd_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))  # soft = hard: nothing to raise
+
+
+def _soft_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))  # systemd's default soft limit
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(FD_LIMIT, hard), hard))
+        assert raise_fd_limit() == (hard if hard != resource.RLIM_INFINITY else raise_fd_limit())
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard or hard == resource.RLIM_INFINITY
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limits", [_low_fd_limit, _soft_fd_limit], ids=["hard-1024", "soft-1024"])
+def test_idle_connections_from_one_address_do_not_lock_others_out(
+    upstream: str, tmp_path: Path, limits: Callable[[], None]
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))  # this test's own sockets
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    idle: list[socket.socket] = []
+    with start_gateway(tmp_path / "gw", upstream, db_url=db, preexec_fn=limits) as gw:
+        gw.keys = keys
+        try:
+            for _ in range(1100):  # an attacker on 127.0.0.2: connect, send nothing
+                with contextlib.suppress(OSError):
+                    sock = socket.create_connection((gw.host, gw.port), timeout=2,
+                                                    source_address=("127.0.0.2", 0))
+                    idle.append(sock)
+            request = http_bytes("GET", "/api/version", headers=gw.auth("k"))
+            ok = total = 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # a legitimate client, 20 requests a second
+                total += 1
+                with contextlib.suppress(OSError):
+                    ok += raw_request(gw.host, gw.port, request, timeout=2).status == 200
+                time.sleep(0.05)
+            print(f"legitimate success rate under {len(idle)} idle connections: {ok}/{total}")
+            assert ok >= 0.95 * total, (ok, total)
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_an_unauthenticated_connection_may_only_idle_briefly(upstream: str, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    with start_gateway(tmp_path / "gw", upstream, db_url=db,
+                       env={"OLLAMA_GUARD_UNAUTHENTICATED_TIMEOUT": "0.5"}) as gw:
+        gw.keys = keys
+        silent = socket.create_connection((gw.host, gw.port), timeout=5)
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the gateway
+        assert time.monotonic() - started < 3
+        # a connection that authenticated keeps the longer keep-alive
+        keyed = socket.create_connection((gw.host, gw.port), timeout=5)
+        request = http_bytes("GET", "/api/version", headers=gw.auth("k"))
+        keyed.sendall(request.replace(b"Connection: close", b"X: y"))
+        assert keyed.recv(65536).startswith(b"HTTP/1.1 200")
+        keyed.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            keyed.recv(1)  # still open after 1.5 s
+        keyed.close()
+        silent.close()
+
+
+def test_connections_per_client_address_are_capped(upstream: str, tmp_path: Path) -> None:
+    env = {"OLLAMA_GUARD_MAX_CONNECTIONS_PER_CLIENT": "5"}
+    with start_gateway(tmp_path / "gw", upstream, env=env) as gw:
+        held = [socket.create_connection((gw.host, gw.port), timeout=5, source_address=("127.0.0.3", 0))
+                for _ in range(5)]
+        extra = socket.create_connection((gw.host, gw.port), timeout=5, source_address=("127.0.0.3", 0))
+        with pytest.raises(OSError):
+            extra.sendall(http_bytes("GET", "/-/health"))
+            if not extra.recv(1):
+                raise ConnectionResetError
+        other = raw_request(gw.host, gw.port, http_bytes("GET", "/-/health"), source="127.0.0.4")
+        assert other.status == 200  # another address is not affected
+        for sock in [*held, extra]:
+            sock.close()
+
+
+def test_a_client_that_never_reads_a_stream_frees_its_slots(upstream: str, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("one", "inference", concurrency=1)])
+    with start_gateway(tmp_path / "gw", upstream, db_url=db, env={"OLLAMA_GUARD_WRITE_TIMEOUT": "1"}) as gw:
+        gw.keys = keys
+        body = json.dumps({"model": "llama3.2:1b", "prompt": "x", "options": {"num_predict": 1}}).encode()
+        request = http_bytes("POST", "/api/generate", headers=gw.auth("one"), body=body)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect((gw.host, gw.port))
+        stuck.sendall(request)  # …and never reads
+        time.sleep(0.5)
+        version = http_bytes("GET", "/api/version", headers=gw.auth("one"))
+        assert raw_request(gw.host, gw.port, version).status == 429  # its one slot is taken
+        deadline = time.monotonic() + 15
+        status = 429
+        while status == 429 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = raw_request(gw.host, gw.port, version).status
+        assert status == 200, gw.output()[-2000:]  # cut off after write_timeout: the slot is free
+        stuck.close()
