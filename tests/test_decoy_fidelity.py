@@ -263,3 +263,31 @@ def test_openai_routes_answer_body_errors_in_openai_shape(decoy: DecoyProcess) -
     cut = b'POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{"model":"x"'
     _, body = split(send(decoy, cut))
     assert json.loads(body)["error"]["message"] == "unexpected EOF"
+
+
+def test_cors_preflight_headers_are_the_version_s(decoy: DecoyProcess) -> None:
+    from ollama_guard.decoy.cors import allowed_headers
+
+    answer = send(
+        decoy,
+        b"OPTIONS /api/tags HTTP/1.1\r\nHost: localhost\r\nOrigin: http://localhost:3000\r\n"
+        b"Access-Control-Request-Method: GET\r\n\r\n",
+    )
+    expected_headers = {
+        "0.1.33": "Origin,Content-Length,Content-Type",  # cors.DefaultConfig() before 0.1.35
+        "0.5.7": "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,X-Stainless-Lang,"
+        "X-Stainless-Package-Version,X-Stainless-Os,X-Stainless-Arch,X-Stainless-Retry-Count,"
+        "X-Stainless-Runtime,X-Stainless-Runtime-Version,X-Stainless-Async,X-Stainless-Helper-Method,"
+        "X-Stainless-Poll-Helper,X-Stainless-Custom-Poll-Interval",
+    }.get(decoy.version, ",".join(allowed_headers(decoy.version)))  # type: ignore[attr-defined]
+    assert answer == (
+        b"HTTP/1.1 204 No Content\r\n"
+        b"Access-Control-Allow-Headers: " + expected_headers.encode() + b"\r\n"
+        b"Access-Control-Allow-Methods: GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS\r\n"
+        b"Access-Control-Allow-Origin: http://localhost:3000\r\n"
+        b"Access-Control-Max-Age: 43200\r\n"
+        b"Vary: Origin\r\nVary: Access-Control-Request-Method\r\nVary: Access-Control-Request-Headers\r\n"
+        b"Date: <masked>\r\n\r\n"
+    )
+    if decoy.version == "0.6.5":  # type: ignore[attr-defined]
+        assert b"Openai-Beta" not in answer and b"X-Stainless-Timeout" in answer

@@ -9,7 +9,7 @@ import traceback
 from typing import Any
 
 from ollama_guard.decoy.bodies import BadRequest
-from ollama_guard.decoy.cors import CorsPolicy, legacy_wildcard
+from ollama_guard.decoy.cors import CorsPolicy, allowed_headers, legacy_wildcard
 from ollama_guard.decoy.hostguard import check_host
 from ollama_guard.decoy.http import (
     BodyTooLarge,
@@ -125,7 +125,9 @@ class DecoyApp:
         self.server_log = server_log
         self.router: Router = build_router(state)
         self.cors = CorsPolicy(
-            state.settings.origins, legacy_wildcard=legacy_wildcard(state.settings.version)
+            state.settings.origins,
+            legacy_wildcard=legacy_wildcard(state.settings.version),
+            headers=allowed_headers(state.settings.version),
         )
         self.method_not_allowed = state.at_least("0.7.0")  # r.HandleMethodNotAllowed = true (with Allow)
 
@@ -196,7 +198,7 @@ class DecoyApp:
         if decision.action == "deny":
             await send_bytes(send, 403, b"", None)
             return
-        cors_headers = dict(decision.headers)
+        cors_headers = list(decision.headers)  # a list: the preflight's Vary comes three times
         if decision.action == "preflight":
             await send_bytes(send, 204, b"", None, cors_headers)
             return
@@ -242,8 +244,8 @@ async def _send_redirect(send: Send, redirect: Redirect) -> None:
     await send_bytes(send, redirect.status, redirect.body, redirect.content_type, redirect.headers)
 
 
-def _with_headers(send: Send, headers: dict[str, str]) -> Send:
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+def _with_headers(send: Send, headers: list[tuple[str, str]]) -> Send:
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -7,32 +7,45 @@ the preflight headers; other allowed requests get the CORS response headers and 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 from ollama_guard.ollama.versions import parse_version
 
-ALLOWED_HEADERS: tuple[str, ...] = (
-    "Authorization",
-    "Content-Type",
-    "User-Agent",
-    "Accept",
-    "X-Requested-With",
-    "Openai-Beta",
-    "X-Stainless-Arch",
-    "X-Stainless-Async",
-    "X-Stainless-Custom-Poll-Interval",
-    "X-Stainless-Helper-Method",
-    "X-Stainless-Lang",
-    "X-Stainless-Os",
-    "X-Stainless-Package-Version",
-    "X-Stainless-Poll-Helper",
-    "X-Stainless-Retry-Count",
-    "X-Stainless-Runtime",
-    "X-Stainless-Runtime-Version",
-    "X-Stainless-Timeout",
-)
+
+def canonical_header_key(name: str) -> str:
+    """http.CanonicalHeaderKey for the token names gin-contrib/cors is given."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+@cache
+def _header_ranges() -> list[tuple[str, list[str]]]:
+    text = (
+        resources.files("ollama_guard.decoy").joinpath("data/cors_headers.json").read_text(encoding="utf-8")
+    )
+    return [(r["since"], r["allow_headers"]) for r in json.loads(text)["ranges"]]
+
+
+def allowed_headers(version: str | None = None) -> tuple[str, ...]:
+    """Access-Control-Allow-Headers of a preflight for an Ollama version (the newest when None):
+    gin-contrib/cors normalises (lower-case, first of duplicates) then canonicalises."""
+    chosen = _header_ranges()[-1][1]
+    if version is not None:
+        current = parse_version(version)
+        for since, headers in _header_ranges():
+            if current >= parse_version(since):
+                chosen = headers
+    seen: dict[str, None] = {}
+    for name in chosen:
+        seen.setdefault(name.strip().lower(), None)
+    return tuple(canonical_header_key(name) for name in seen)
+
+
+ALLOWED_HEADERS: tuple[str, ...] = allowed_headers()
 ALLOWED_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 PREFLIGHT_MAX_AGE = "43200"
 
@@ -83,7 +96,10 @@ class CorsPolicy:
     """Allowed origins, matched like gin-contrib/cors: exact entries, one `*` wildcard per entry,
     or `*` = all."""
 
-    def __init__(self, origins: Iterable[str], *, legacy_wildcard: bool = False) -> None:
+    def __init__(
+        self, origins: Iterable[str], *, legacy_wildcard: bool = False, headers: tuple[str, ...] = ()
+    ) -> None:
+        self.headers = headers or ALLOWED_HEADERS
         entries = [o.strip().lower() for o in origins if o.strip()]
         self.allow_all = "*" in entries
         self.exact = {o for o in entries if "*" not in o}
@@ -110,11 +126,14 @@ class CorsPolicy:
         headers: list[tuple[str, str]] = []
         if method == "OPTIONS":
             headers.append(("Access-Control-Allow-Methods", ALLOWED_METHODS))
-            headers.append(("Access-Control-Allow-Headers", ",".join(ALLOWED_HEADERS)))
+            headers.append(("Access-Control-Allow-Headers", ",".join(self.headers)))
             headers.append(("Access-Control-Max-Age", PREFLIGHT_MAX_AGE))
         if self.allow_all:
             headers.append(("Access-Control-Allow-Origin", "*"))
         else:
             headers.append(("Vary", "Origin"))
+            if method == "OPTIONS":  # the preflight also varies on what it was asked
+                headers.append(("Vary", "Access-Control-Request-Method"))
+                headers.append(("Vary", "Access-Control-Request-Headers"))
             headers.append(("Access-Control-Allow-Origin", origin))
         return CorsDecision("preflight" if method == "OPTIONS" else "allow", tuple(headers))

@@ -176,11 +176,14 @@ class Request:
                 return
 
 
-def _header_list(content_type: str | None, extra: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+def _header_list(
+    content_type: str | None, extra: dict[str, str] | list[tuple[str, str]] | None
+) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = []
     if content_type:
         headers.append((b"content-type", content_type.encode()))
-    for key, value in (extra or {}).items():
+    pairs = extra.items() if isinstance(extra, dict) else (extra or [])
+    for key, value in pairs:
         headers.append((key.lower().encode("latin-1"), value.encode("latin-1")))
     return headers
 
@@ -190,7 +193,7 @@ async def send_bytes(
     status: int,
     body: bytes,
     content_type: str | None,
-    extra_headers: dict[str, str] | None = None,
+    extra_headers: dict[str, str] | list[tuple[str, str]] | None = None,
 ) -> None:
     """A complete response written in one go, as gin's c.JSON/c.String do (the transport adds the
     Content-Length, or chunks a body over 2048 bytes, as Go's net/http would)."""
