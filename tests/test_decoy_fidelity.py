@@ -291,3 +291,12 @@ def test_cors_preflight_headers_are_the_version_s(decoy: DecoyProcess) -> None:
     )
     if decoy.version == "0.6.5":  # type: ignore[attr-defined]
         assert b"Openai-Beta" not in answer and b"X-Stainless-Timeout" in answer
+
+
+def test_create_before_0_5_5_wants_a_modelfile_in_its_words(decoy: DecoyProcess) -> None:
+    if _at_least(decoy, "0.5.5"):
+        return  # JSON fields since 0.5.5
+    _, body = split(get(decoy, "/api/create", "POST", b'{"model":"x"}'))
+    assert body == b'{"error":"path or modelfile are required"}'
+    _, body = split(get(decoy, "/api/create", "POST", b'{"model":"x","path":"/etc/passwd"}'))
+    assert body == b'{"error":"error reading modelfile: open /etc/passwd: no such file or directory"}'

@@ -275,16 +275,20 @@ async def create(state: DecoyState, req: Request, send: Send) -> None:
     if name is None:
         raise rq.BadRequest(400, "invalid model name")
     if not state.at_least("0.5.5"):
-        body = legacy_create_body(body)
+        body = legacy_create_body(body, capital_m=state.at_least("0.5.2"))
     await respond_progress(send, create_events(state, body, name), stream=_stream_flag(body))
 
 
-def legacy_create_body(body: dict[str, Any]) -> dict[str, Any]:
+def legacy_create_body(body: dict[str, Any], *, capital_m: bool = False) -> dict[str, Any]:
     """Ollama before 0.5.5 took a Modelfile (`modelfile`) or a server-side file (`path`) instead of JSON
     fields. The decoy never reads server files: a `path`, or a FROM naming a file, fails as "no such file"."""
     text = body.get("modelfile", "")
+    if not text and not body.get("path"):  # the words changed in 0.5.2
+        raise rq.BadRequest(
+            400, "path or Modelfile are required" if capital_m else "path or modelfile are required"
+        )
     if not text and body.get("path"):
-        raise rq.BadRequest(400, f"open {body['path']}: no such file or directory")
+        raise rq.BadRequest(400, f"error reading modelfile: open {body['path']}: no such file or directory")
     try:
         converted = modelfile_to_create(text)
     except ValueError as exc:
