@@ -92,3 +92,69 @@ def test_once_reads_journal_and_docker_and_exits(
     assert calls.read_text().splitlines()[0] == "-u ollama -o json --no-pager"  # no -f, no -n 0
     code, out, err = run_cli(capsys, "watch", "--docker", "nope", "--once")
     assert code == 2 and "No such container" in err and err.strip().count("\n") == 0
+
+
+def test_rotation_between_polls_reads_the_old_files_last_lines_first(tmp_path: Path) -> None:
+    from ollama_guard.watch.follow import DATA, RESET, FileFollower
+
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    follower = FileFollower(log)
+    assert follower.poll() == ([], False)
+    with open(log, "ab") as fh:
+        fh.write(b"last words of the old file\n")
+    log.rename(tmp_path / "a.log.1")  # rotated before the next poll looked…
+    log.write_bytes(b"first of the new\n")  # …and the new file is already there
+    items, _ = follower.poll()
+    assert items == [(DATA, b"last words of the old file\n"), (RESET, b""), (DATA, b"first of the new\n")]
+    follower.close()
+
+
+def test_banner_never_bans_the_owner_or_allowlisted_or_below_high(tmp_path: Path) -> None:
+    import asyncio
+
+    from ollama_guard.investigate.events import ClientClassifier
+    from ollama_guard.watch.respond import Banner
+
+    said: list[str] = []
+    banner = Banner(f"sqlite:///{tmp_path / 'g.db'}", 5, ClientClassifier(["10.0.0.0/8"]), ["192.0.2.0/24"],
+                    said.append)
+
+    async def run() -> None:
+        for client, severity in [("127.0.0.1", "critical"), ("::1", "high"), ("10.1.2.3", "high"),
+                                 ("192.0.2.7", "critical"), ("203.0.113.5", "medium"), ("not-an-ip", "high")]:
+            await banner({"rule": "x", "severity": severity, "evidence": {"client": client}})
+        await banner({"rule": "x", "severity": "high", "evidence": {}})  # a config/crash finding: no client
+        await banner.close()
+
+    asyncio.run(run())
+    assert banner.banned == [] and said == []
+    assert not (tmp_path / "g.db").exists()  # not even opened
+
+
+def test_a_write_racing_the_rotation_check_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer appends to the old file between our read and our look at the path: the old file is
+    read to its end once more before the new one is opened."""
+    import ollama_guard.watch.follow as follow
+
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    follower = follow.FileFollower(log)
+    follower.poll()
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"new\n")
+    real_stat = os.stat
+
+    def racing_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path) == log and not (tmp_path / "raced").exists():
+            (tmp_path / "raced").write_text("")
+            with open(tmp_path / "a.log.1", "ab") as fh:
+                fh.write(b"raced\n")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(follow.os, "stat", racing_stat)
+    items, _ = follower.poll()
+    assert b"".join(d for k, d in items if k == follow.DATA) == b"raced\nnew\n"
+    follower.close()
