@@ -62,3 +62,15 @@ def test_sessions_end_after_idling_and_the_tracker_is_bounded() -> None:
     tracker.touch("10.0.0.2", now=17)
     tracker.touch("10.0.0.3", now=18)
     assert len(tracker._clients) == 2
+
+
+def test_logged_headers_are_bounded() -> None:
+    from ollama_guard.decoy.requestlog import HEADER_BUDGET, bounded_headers
+
+    kept, cut = bounded_headers([("x-big", "\xff" * 65536)])
+    assert cut and len(kept[0][1]) == 2048
+    kept, cut = bounded_headers([(f"x-{n}", "v") for n in range(500)])
+    assert cut and len(kept) == 100
+    kept, cut = bounded_headers([(f"x-{n}", "v" * 2000) for n in range(60)])
+    assert cut and sum(len(k) + len(v) for k, v in kept) <= HEADER_BUDGET
+    assert bounded_headers([("host", "a")]) == ([["host", "a"]], False)
