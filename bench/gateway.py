@@ -289,7 +289,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def audit_count(db_url: str) -> int:
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-        return conn.execute("SELECT count(*) FROM og_audit_log").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM og_audit_records").fetchone()[0]
 
 
 def wait_for_audit_backlog(db_url: str, limit: float = 30.0) -> None:

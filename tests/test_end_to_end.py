@@ -624,13 +624,13 @@ def test_audit_log_is_intact_and_investigated(deployment: Deployment) -> None:
         with contextlib.closing(sqlite3.connect(tampered / "guard.db")) as copy:
             live.backup(copy)
             copy.execute(
-                "UPDATE og_audit_log SET decision = 'allow', status = 200 WHERE path = '/api/delete'"
+                "UPDATE og_audit_records SET decision = 'allow', status = 200 WHERE path = '/api/delete'"
             )
             copy.commit()
     shutil.copy2(Path(db.removeprefix("sqlite:///")).parent / "secret.key", tampered / "secret.key")
     broken = guard("logs", "verify", "--db", f"sqlite:///{tampered / 'guard.db'}", env=deployment.env)
     assert broken.returncode == 1, broken.stdout + broken.stderr
-    assert broken.stdout.startswith("broken at record") and "edited" in broken.stdout, broken.stdout
+    assert "does not match its MAC (edited)" in broken.stdout, broken.stdout
 
     report, _ = guard_json(
         "investigate", "--audit-db", db, "--fail-on", "never", env=deployment.env, expect_exit=0

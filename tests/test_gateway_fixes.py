@@ -25,6 +25,7 @@ from ollama_guard.gateway.config import load_config
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.services import Services
+from support.audit import MemoryAudit
 
 GUARD = (sys.executable, "-m", "ollama_guard")
 ALL_MODELS = "all"
@@ -91,17 +92,6 @@ class Limiter:
         return None
 
 
-class Audit:
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-
-    def submit(self, record: Any) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        return None
-
-
 class Upstream:
     """A raw HTTP server answering every request with `answer`; records the request heads."""
 
@@ -135,8 +125,8 @@ class Upstream:
 
 async def _call(
     upstream: Upstream, key: str, method: str, path: str, body: Any = None, **settings: Any
-) -> tuple[int, dict[bytes, bytes], bytes, Audit, Limiter]:
-    audit, limiter = Audit(), Limiter()
+) -> tuple[int, dict[bytes, bytes], bytes, MemoryAudit, Limiter]:
+    audit, limiter = MemoryAudit(), Limiter()
     async with upstream as url:
         config = load_config(None, {"upstream": url, **settings}, {})
         app = GatewayApp(config, Services(Auth(), limiter, audit))

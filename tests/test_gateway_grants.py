@@ -23,6 +23,7 @@ from ollama_guard.gateway.keys import ApiKey, KeyAuthenticator, KeyStore, Role
 from ollama_guard.gateway.patterns import key_model_matcher
 from ollama_guard.gateway.services import Services
 from ollama_guard.ollama.names import canonical_model_name
+from support.audit import MemoryAudit
 from support.cli import run_cli
 
 SECRET = b"g" * 48
@@ -206,22 +207,11 @@ class _Limiter:
         return None
 
 
-class _Audit:
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-
-    def submit(self, record: Any) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        return None
-
-
 async def _status(
     config_values: dict[str, Any], environ: dict[str, str], key: ApiKey, path: str, body: bytes
 ):
     config = load_config(None, {"upstream": "http://127.0.0.1:9", **config_values}, environ)
-    audit = _Audit()
+    audit = MemoryAudit()
     app = GatewayApp(config, Services(_Auth(key), _Limiter(), audit))  # type: ignore[arg-type]
     await app.upstream.start()
     sent: list[dict[str, Any]] = []

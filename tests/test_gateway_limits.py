@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from ollama_guard.errors import GuardError
-from ollama_guard.gateway.audit import AuditRecord, AuditWriter
+from ollama_guard.gateway.audit import AuditRecord
 from ollama_guard.gateway.db import create_engine_for, init_schema
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.limits import (
@@ -23,6 +23,7 @@ from ollama_guard.gateway.limits import (
     build_limiter,
     seconds_until_utc_midnight,
 )
+from support.audit import store_records
 from support.pg_redis import redis_server, redis_url  # noqa: F401
 
 
@@ -170,13 +171,12 @@ async def test_memory_limiter_remembers_todays_tokens_from_the_audit_log(tmp_pat
     engine = create_engine_for(f"sqlite:///{tmp_path / 'guard.db'}")
     await init_schema(engine)
     key = make_key(tokens_per_day=500)
-    writer = AuditWriter(engine, b"x" * 48)
-    await writer.start()
-    writer.submit(AuditRecord(key_id=key.id, decision="allow", status=200, tokens=300))
-    writer.submit(AuditRecord(key_id=key.id, decision="allow", status=200, tokens=250))
     yesterday = datetime.now(UTC) - timedelta(days=1)
-    writer.submit(AuditRecord(time=yesterday, key_id="someone-else", tokens=10**6))
-    await writer.close()
+    await store_records(engine, b"x" * 48, [
+        AuditRecord(key_id=key.id, decision="allow", status=200, tokens=300),
+        AuditRecord(key_id=key.id, decision="allow", status=200, tokens=250),
+        AuditRecord(time=yesterday, key_id="someone-else", tokens=10**6),
+    ])
     limiter = build_limiter(SimpleNamespace(redis=None), 1, engine)
     await limiter.start()  # after a restart the day's budget is still spent
     with pytest.raises(Limited, match="token"):

@@ -23,6 +23,7 @@ from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.routes import find_route
 from ollama_guard.gateway.services import Services
 from ollama_guard.ollama.names import canonical_model_name
+from support.audit import MemoryAudit
 
 # --- configuration ----------------------------------------------------------------------------------
 
@@ -194,17 +195,6 @@ class Limiter:
         return None
 
 
-class Audit:
-    def __init__(self) -> None:
-        self.records: list[Any] = []
-
-    def submit(self, record: Any) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        return None
-
-
 async def call(app: GatewayApp, method: str, path: str, body: bytes = b"") -> tuple[int, dict, bytes]:
     scope = {
         "type": "http",
@@ -245,7 +235,7 @@ async def test_failures_of_the_state_layer_fail_closed(
     auth: Any, limiter: Any, status: int, reason: str
 ) -> None:
     config = load_config(None, {"upstream": "http://127.0.0.1:9"}, {})
-    audit = Audit()
+    audit = MemoryAudit()
     app = GatewayApp(config, Services(Auth(auth), Limiter(limiter), audit))
     await app.upstream.start()
     try:

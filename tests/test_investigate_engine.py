@@ -200,22 +200,17 @@ def test_rules_data_is_complete() -> None:
 
 
 def test_audit_db_source(tmp_path: Path) -> None:
-    from ollama_guard.gateway.audit import AuditRecord, AuditWriter
+    from ollama_guard.gateway.audit import AuditRecord
     from ollama_guard.gateway.db import create_engine_for, init_schema
+    from support.audit import store_records
 
     url = f"sqlite:///{tmp_path / 'guard.db'}"
     base = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    records = [
-        AuditRecord(
-            time=base + timedelta(seconds=i),
-            client="203.0.113.9",
-            method="GET",
-            path="/api/tags",
-            status=401,
-            decision="deny",
-            reason="no key",
-        )
-        for i in range(12)
+    records = [  # the gateway records a flood of refusals as the first one, then one row with the count
+        AuditRecord(time=base, client="203.0.113.9", method="GET", path="/api/tags", status=401,
+                    decision="deny", reason="no key"),
+        AuditRecord(time=base + timedelta(seconds=1), client="203.0.113.9", method="GET", path="/api/tags",
+                    status=401, decision="deny", reason="no key", count=11),
     ]
     records.append(
         AuditRecord(
@@ -235,11 +230,7 @@ def test_audit_db_source(tmp_path: Path) -> None:
     async def fill() -> None:
         engine = create_engine_for(url)
         await init_schema(engine)
-        writer = AuditWriter(engine, b"s" * 48, flush_interval=0.01)
-        await writer.start()
-        for record in records:
-            writer.submit(record)
-        await writer.close()
+        await store_records(engine, b"s" * 48, records)
         await engine.dispose()
 
     asyncio.run(fill())

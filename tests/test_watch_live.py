@@ -143,8 +143,9 @@ esac
 
 
 def test_audit_db_is_followed_by_sequence(tmp_path: Path) -> None:
-    from ollama_guard.gateway.audit import AuditRecord, AuditWriter
+    from ollama_guard.gateway.audit import AuditRecord
     from ollama_guard.gateway.db import create_engine_for, init_schema
+    from support.audit import store_records
 
     url = f"sqlite:///{tmp_path / 'guard.db'}"
     base = datetime.now(UTC)
@@ -156,11 +157,7 @@ def test_audit_db_is_followed_by_sequence(tmp_path: Path) -> None:
     async def write(records: list[AuditRecord]) -> None:
         engine = create_engine_for(url)
         await init_schema(engine)
-        writer = AuditWriter(engine, b"s" * 48, flush_interval=0.01)
-        await writer.start()
-        for record in records:
-            writer.submit(record)
-        await writer.close()
+        await store_records(engine, b"s" * 48, records)
         await engine.dispose()
 
     asyncio.run(write(refusals("198.51.100.1", 12)))  # before the start: history, not alerted

@@ -83,7 +83,7 @@ def audit_rows(db_url: str) -> list[dict[str, Any]]:
     path = db_url.removeprefix("sqlite:///")
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM og_audit_log ORDER BY seq")]
+        return [dict(r) for r in conn.execute("SELECT * FROM og_audit_records ORDER BY id")]
 
 
 @dataclass

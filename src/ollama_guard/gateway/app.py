@@ -27,7 +27,7 @@ from ollama_guard.gateway.own_routes import HEALTH, UNAUTHENTICATED, answer_heal
 from ollama_guard.gateway.proxy import Upstream
 from ollama_guard.gateway.readiness import Readiness
 from ollama_guard.gateway.refusal import Refusal
-from ollama_guard.gateway.request import AuditFacts, Receive, Request, Scope, Send
+from ollama_guard.gateway.request import AuditFacts, Message, Receive, Request, Scope, Send
 from ollama_guard.gateway.respond import send_refusal
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.stages import limits
@@ -38,7 +38,7 @@ from ollama_guard.gateway.stages.client import ClientStage
 from ollama_guard.gateway.stages.forward import ForwardStage
 from ollama_guard.gateway.stages.judge_body import JudgeBodyStage
 from ollama_guard.gateway.stages.policy import PolicyStage
-from ollama_guard.gateway.stages.record import record
+from ollama_guard.gateway.stages.record import before_forward, record
 from ollama_guard.gateway.stages.route import RouteStage
 
 __all__ = ["GatewayApp", "Services"]
@@ -91,6 +91,7 @@ class GatewayApp:
         reserve = reservation(route, key, body, self.config.token_reservation, req.facts.bytes_in)
         slot, reserved = await limits.admit(services.limiter, key, req.facts, reserve)
         try:
+            await before_forward(req.facts, route, services.audit)
             await self.forward(req, route, matcher, body, counter)
         finally:
             await limits.release(slot)
@@ -115,11 +116,21 @@ class GatewayApp:
             method=method[:16], path=path[:1024], client=peer[0] if peer else "",
             request_id=f"{self._id_prefix}{next(self._id_counter):x}",
         )
-        req = Request(scope, receive, send, method, path, facts, started)
         if path in UNAUTHENTICATED and method in ("GET", "HEAD"):
             ready = None if path == HEALTH else await self.readiness.ready(self.services)
-            await answer_health(req, ready)
+            await answer_health(Request(scope, receive, send, method, path, facts, started), ready)
             return
+        held: list[Message] = []
+
+        async def send_last_after_record(message: Message) -> None:
+            # the answer's last message leaves only once its audit record is spooled (`record` below),
+            # so no client holds a complete answer whose record a crash could still lose
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                held.append(message)
+                return
+            await send(message)
+
+        req = Request(scope, receive, send_last_after_record, method, path, facts, started)
         try:
             if path.startswith("/-/"):
                 await answer_own_route(self, req)
@@ -131,7 +142,7 @@ class GatewayApp:
             autoban = getattr(self.services, "autoban", None)
             if autoban is not None:
                 autoban.refused(req, refusal)
-            await send_refusal(send, refusal, facts, req.cors_headers)
+            await send_refusal(req.send, refusal, facts, req.cors_headers)
         except ClientGone:
             facts.client_gone = True
         except asyncio.CancelledError:
@@ -146,11 +157,15 @@ class GatewayApp:
             if facts.started_response:
                 raise  # the server drops the connection; nothing else can be said
             failure = Refusal(500, "internal gateway error", "internal-error")
-            await send_refusal(send, failure, facts, [])
+            await send_refusal(req.send, failure, facts, [])
         finally:
             if req.lease is not None:
                 req.lease.release()
-            record(facts, started, self.metrics, self.services.audit if self.services else None)
+            try:
+                record(facts, started, self.metrics, self.services.audit if self.services else None)
+            finally:
+                if held:
+                    await send(held[0])
 
     # --- lifespan ---------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -163,9 +178,9 @@ class GatewayApp:
         autoban = getattr(self.services, "autoban", None)
         if autoban is not None:
             autoban.on_ban = self.metrics.auto_bans.inc
-        audit = getattr(self.services, "audit", None)
-        if audit is not None and hasattr(audit, "backlog"):
-            self.metrics.audit_backlog.set_function(lambda: audit.backlog)
+        stats = getattr(self.services.audit, "stats", None)
+        if stats is not None:
+            self.metrics.watch_audit(stats)
         await self.upstream.start()
         await self.judges.start()
         await self.readiness.start()

@@ -94,6 +94,8 @@ class GatewayConfig(BaseModel):
     ban_window: float = 60.0
     ban_minutes: float = 15.0
     ban_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    audit_spool_dir: Path | None = None  # default: next to a SQLite database, else <data dir>/audit-spool/…
+    audit_max_backlog: int = 50_000  # spooled records not yet in the database before keyed requests get 503
 
     @field_validator("listen")
     @classmethod
@@ -142,6 +144,7 @@ class GatewayConfig(BaseModel):
         "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
         "max_json_elements", "max_control_body_bytes", "max_document_body_bytes", "token_reservation",
         "ready_max_audit_backlog",
+        "audit_max_backlog",
     )
     @classmethod
     def _positive_int(cls, v: int) -> int:

@@ -4,9 +4,12 @@ SQLAlchemy 2 Core only (no ORM). Tables:
 
 * ``og_state``   one row (id=1): ``key_generation`` (bumped by every key change, polled by every
   gateway process so revocation spreads within a second), ``secret_fingerprint`` (which server secret
-  this database belongs to), the audit chain head (``audit_seq``, ``audit_mac``, ``audit_head_mac``).
+  this database belongs to), the head of the audit checkpoint chain (``audit_seq``, ``audit_mac``,
+  ``audit_head_mac``).
 * ``og_api_keys`` one row per key; only an HMAC of the key's secret is stored.
-* ``og_audit_log`` the hash-chained audit log (see ``audit.py``).
+* ``og_audit_records`` the hash-chained audit records, one chain per writer;
+  ``og_audit_writers`` each writer's chain head and prune base; ``og_audit_checkpoints`` the shared
+  checkpoint chain anchoring every writer's head (see the ``audit`` package).
 
 SQLite connections are opened per use (``NullPool``): each one sees the file as it is now (a replaced
 or unreadable file is noticed at once) and WAL mode (set once by ``init_schema``) + a busy timeout let
@@ -94,9 +97,12 @@ api_keys_table = Table(
 )
 
 audit_table = Table(
-    "og_audit_log",
+    "og_audit_records",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # insertion order across writers (for tail and investigate); the chain is per (writer, seq)
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("writer", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
     Column("time", DateTime, nullable=False),  # naive UTC, microseconds
     Column("key_id", String(32), nullable=True),
     Column("key_name", String(64), nullable=True),
@@ -107,6 +113,7 @@ audit_table = Table(
     Column("status", Integer, nullable=False),
     Column("decision", String(8), nullable=False),
     Column("reason", Text, nullable=False),
+    Column("count", BigInteger, nullable=False),  # > 1: aggregated refusals of unauthenticated traffic
     Column("bytes_in", BigInteger, nullable=False),
     Column("bytes_out", BigInteger, nullable=False),
     Column("tokens", BigInteger, nullable=False),
@@ -114,7 +121,39 @@ audit_table = Table(
     Column("request_id", String(64), nullable=False),
     Column("prev_mac", String(64), nullable=False),
     Column("mac", String(64), nullable=False),
-    Index("ix_og_audit_log_time", "time"),
+    Index("ux_og_audit_records_writer_seq", "writer", "seq", unique=True),
+    Index("ix_og_audit_records_time", "time"),
+)
+
+# one row per audit writer (a gateway process): its chain head and, after `logs prune`, its base
+audit_writers_table = Table(
+    "og_audit_writers",
+    metadata,
+    Column("writer", String(64), primary_key=True),
+    Column("started", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # last record in the chain (0: none yet)
+    Column("mac", String(64), nullable=False),
+    Column("head_mac", String(64), nullable=False),  # HMAC over (writer, seq, mac)
+    Column("closed", Boolean, nullable=False, default=False),
+    Column("base_seq", BigInteger, nullable=False, default=0),  # records <= base_seq were pruned
+    Column("base_mac", String(64), nullable=False, default=GENESIS_MAC),
+    Column("base_time", DateTime, nullable=True),
+    Column("base_anchor_mac", String(64), nullable=True),  # HMAC over (writer, base_seq, base_mac)
+)
+
+# the shared checkpoint chain: every writer anchors its head here (at start, about once a second
+# while writing, at close); its head is og_state.audit_seq / audit_mac / audit_head_mac
+audit_checkpoints_table = Table(
+    "og_audit_checkpoints",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("time", DateTime, nullable=False),
+    Column("writer", String(64), nullable=False),
+    Column("writer_seq", BigInteger, nullable=False),
+    Column("writer_mac", String(64), nullable=False),
+    Column("prev_mac", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
 )
 
 

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -47,6 +48,7 @@ from ollama_guard.gateway.db import (
     bind_secret,
     immediate,
     short_db_error,
+    sqlite_path,
     state_table,
 )
 from ollama_guard.gateway.limits import StoreUnavailable
@@ -601,6 +603,8 @@ class KeyAuthenticator:
         self._background = BackgroundLoop("ollama-guard key poller")
         self._poll_engine: AsyncEngine | None = None  # used in the poller thread only
         self._owns_poll_engine = False
+        self._poll_conn: AsyncConnection | None = None  # the poller thread's persistent connection
+        self._poll_file: tuple[int, int] | None = None  # SQLite: the file the connection has open
 
     # lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -639,6 +643,8 @@ class KeyAuthenticator:
     async def _stop_background(self) -> None:
         if not self._background.running:
             return
+        with contextlib.suppress(Exception):
+            await self._background.run(self._drop_poll_connection())
         if self._owns_poll_engine and self._poll_engine is not None:
             with contextlib.suppress(Exception):
                 await self._background.run(self._poll_engine.dispose())
@@ -646,30 +652,62 @@ class KeyAuthenticator:
         await self._background.stop()
 
     # polling (in the poller thread) ---------------------------------------------------------------
-    async def _poll(self) -> None:
+    async def _poll_connection(self) -> AsyncConnection:
+        """The poller's one persistent connection (not one per poll: with SQLite's NullPool that was a
+        new thread and connection every 0.25 s); reopened after an error or when the SQLite file was
+        replaced."""
         assert self._poll_engine is not None
+        path = sqlite_path(str(self._poll_engine.url))
+        identity = None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                stat = os.stat(path)
+                identity = (stat.st_dev, stat.st_ino)
+        conn = self._poll_conn
+        if conn is not None and (conn.closed or conn.invalidated or identity != self._poll_file):
+            await self._drop_poll_connection()
+            conn = None
+        if conn is None:
+            conn = self._poll_conn = await self._poll_engine.connect()
+            self._poll_file = identity
+        return conn
+
+    async def _drop_poll_connection(self) -> None:
+        conn, self._poll_conn = self._poll_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _poll(self) -> None:
         async with self._poll_lock:
-            async with self._poll_engine.connect() as conn:
-                state = (
-                    await conn.execute(
-                        select(state_table.c.key_generation, state_table.c.secret_fingerprint).where(
-                            state_table.c.id == 1
-                        )
-                    )
-                ).one()
-                if state.secret_fingerprint not in (None, self._fingerprint):
-                    raise SecretMismatch("the server secret no longer matches the database")
-                if state.key_generation != self._generation:
-                    rows = (
-                        await conn.execute(select(api_keys_table).where(api_keys_table.c.revoked.is_(False)))
-                    ).all()
-                    # one assignment each: the serving thread sees the old or the new snapshot
-                    self._snapshot = _snapshot_of(rows)
-                    self._generation = state.key_generation
+            try:
+                await self._poll_once(await self._poll_connection())
+            except BaseException:
+                await self._drop_poll_connection()
+                raise
             self._last_ok = time.monotonic()
             if self._last_error is not None:
                 log.warning("API key store readable again")
                 self._last_error = None
+
+    async def _poll_once(self, conn: AsyncConnection) -> None:
+        async with conn.begin():
+            state = (
+                await conn.execute(
+                    select(state_table.c.key_generation, state_table.c.secret_fingerprint).where(
+                        state_table.c.id == 1
+                    )
+                )
+            ).one()
+            if state.secret_fingerprint not in (None, self._fingerprint):
+                raise SecretMismatch("the server secret no longer matches the database")
+            if state.key_generation != self._generation:
+                rows = (
+                    await conn.execute(select(api_keys_table).where(api_keys_table.c.revoked.is_(False)))
+                ).all()
+                # one assignment each: the serving thread sees the old or the new snapshot
+                self._snapshot = _snapshot_of(rows)
+                self._generation = state.key_generation
 
     async def _poll_guarded(self) -> None:
         try:

@@ -1,8 +1,9 @@
-"""`ollama-guard logs verify|tail` — check and read the gateway's hash-chained audit log.
+"""`ollama-guard logs verify|tail|prune` — check, read and trim the gateway's hash-chained audit log.
 
-``verify`` prints ``intact (N records)`` and exits 0, or names the first broken record and why
-(edited, deleted, reordered, truncated, head altered) and exits 1. Neither command creates a database
-or a secret: they only read what the gateway wrote.
+``verify`` prints ``intact (N records, W writers)`` and exits 0, or one line per problem — an edited,
+reordered or spliced record, ``N records missing from writer W between T1 and T2``, an altered head —
+and exits 1. ``prune --before DATE`` deletes older records but keeps every chain verifiable (it refuses,
+exit 1, on a log that does not verify). None of them creates a database or a secret.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.audit import AuditRecord, VerifyResult, tail, verify_chain
+from ollama_guard.gateway.audit.prune import PruneRefused, PruneResult, prune_before
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.db import (
     create_engine_for,
@@ -41,7 +44,7 @@ def _require_database(config: GatewayConfig) -> None:
 def _format_line(record: AuditRecord) -> str:
     who = record.key_name or record.key_id or "-"
     fields = [
-        str(record.seq),
+        str(record.id),
         record.to_json()["time"],
         record.decision,
         str(record.status),
@@ -55,6 +58,8 @@ def _format_line(record: AuditRecord) -> str:
     ]
     if record.reason:
         fields.append(f"reason={record.reason}")
+    if record.count > 1:
+        fields.append(f"count={record.count}")
     return " ".join(fields)
 
 
@@ -93,9 +98,48 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
 
     result = asyncio.run(run())
     click.echo(result.summary())
-    if result.head_seq:
-        click.echo(f"chain head: record {result.head_seq}, mac {result.head_mac}", err=True)
+    if result.checkpoint_id:
+        click.echo(f"checkpoint head: {result.checkpoint_id} {result.checkpoint_mac}", err=True)
     sys.exit(0 if result.intact else 1)
+
+
+def _parse_date(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise GuardError(f"--before {text!r} is not a date (YYYY-MM-DD or an ISO 8601 time)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@logs.command("prune")
+@click.option("--before", "before", required=True, metavar="DATE",
+              help="Delete records older than this (YYYY-MM-DD or ISO 8601 time; UTC unless it says).")
+@state_options
+def prune_command(before: str, db: str | None, config_file: Path | None) -> None:
+    """Delete old records, keeping every chain verifiable (refused unless the log verifies)."""
+    when = _parse_date(before)
+    config = resolve_config(config_file, db)
+    _require_database(config)
+
+    async def run() -> PruneResult:
+        engine = create_engine_for(config.db)
+        try:
+            with _audit_log_errors(config.db):
+                await require_schema(engine)
+                secret = load_server_secret(config, create=False)
+                return await prune_before(engine, secret, when)
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(run())
+    except PruneRefused as exc:
+        click.echo(str(exc))
+        sys.exit(1)
+    click.echo(
+        f"pruned {result.records} records and {result.checkpoints} checkpoints older than "
+        f"{when.astimezone(UTC).isoformat()} ({result.writers} writers; chains kept verifiable)"
+    )
 
 
 @logs.command("tail")

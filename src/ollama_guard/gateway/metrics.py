@@ -6,7 +6,11 @@ through a load balancer and sum, or run one worker per port).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 _LATENCY_BUCKETS = (
@@ -52,11 +56,6 @@ class GatewayMetrics:
             "Requests currently being proxied to the upstream.",
             registry=self.registry,
         )
-        self.audit_failures = Counter(
-            "ollama_guard_audit_submit_failures",
-            "Audit records that could not be queued.",
-            registry=self.registry,
-        )
         # refusals by the audit log's reason (a fixed set of code constants: bounded), automatic bans,
         # and two values read when scraped (set by the app once its services exist)
         self.refusals = Counter(
@@ -70,16 +69,13 @@ class GatewayMetrics:
             "Client addresses banned automatically after repeated authentication failures.",
             registry=self.registry,
         )
-        self.audit_backlog = Gauge(
-            "ollama_guard_audit_backlog",
-            "Audit records queued in memory, not yet written to the database.",
-            registry=self.registry,
-        )
         self.bans_active = Gauge(
             "ollama_guard_bans_active",
             "Banned addresses and networks in force, as this process last read them.",
             registry=self.registry,
         )
+        self._audit = _AuditCollector(dict)  # zeros until the recorder is attached (watch_audit)
+        self.registry.register(self._audit)
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
 
@@ -96,5 +92,37 @@ class GatewayMetrics:
             self._latency_children[route] = hist
         hist.observe(seconds)
 
+    def watch_audit(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Export the audit recorder's figures (read at scrape time)."""
+        self._audit.stats = stats
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _AuditCollector:
+    """ollama_guard_audit_{backlog,spooled,dropped,aggregated,gaps,corrupt}: ``dropped``, ``gaps`` and
+    ``corrupt`` must stay 0 (each is a record that did not reach the log, and ``logs verify`` names it)."""
+
+    _HELP: ClassVar[dict[str, str]] = {
+        "backlog": "Audit records spooled but not yet written to the database.",
+        "spooled": "Audit records written to the local spool.",
+        "dropped": "Audit records that could not be spooled (must stay 0).",
+        "aggregated": "Refusals of unauthenticated traffic folded into per-client counts.",
+        "gaps": "Records missing between spooled records, seen by the writer (must stay 0).",
+        "corrupt": "Spool lines the writer could not read (must stay 0).",
+    }
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.stats()
+        for name, help_text in self._HELP.items():
+            if name == "backlog":
+                yield GaugeMetricFamily(f"ollama_guard_audit_{name}", help_text, value=values.get(name, 0))
+            else:
+                yield CounterMetricFamily(f"ollama_guard_audit_{name}", help_text, value=values.get(name, 0))

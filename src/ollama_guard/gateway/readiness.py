@@ -103,9 +103,14 @@ class Readiness:
                     await ping()
             except Exception as exc:  # any failure: not ready
                 return f"the limit store does not answer ({type(exc).__name__})"
-        backlog = getattr(getattr(services, "audit", None), "backlog", 0)
+        audit = getattr(services, "audit", None)
+        backlog = getattr(audit, "backlog", 0)
+        backlog = backlog() if callable(backlog) else backlog
         if isinstance(backlog, int) and backlog >= self._max_backlog:
             return f"the audit backlog is {backlog} records (limit {self._max_backlog})"
+        healthy = getattr(audit, "healthy", None)
+        if callable(healthy) and not healthy():  # the writer process is down, failing or not yet connected
+            return "the audit pipeline is not writing"
         return None
 
     async def _check_upstream(self) -> str | None:

@@ -28,7 +28,7 @@ class Services:
 
     @classmethod
     async def build(cls, config: GatewayConfig) -> Services:
-        from ollama_guard.gateway.audit import AuditWriter
+        from ollama_guard.gateway.audit import Recorder
         from ollama_guard.gateway.autoban import AutoBan
         from ollama_guard.gateway.bans import BanList
         from ollama_guard.gateway.db import create_engine_for
@@ -40,7 +40,8 @@ class Services:
         secret = load_server_secret(config)
         authenticator = KeyAuthenticator(engine, secret)
         limiter = build_limiter(config, config.workers, engine)
-        audit = AuditWriter(engine, secret)
+        audit = Recorder(config.db, secret, spool_dir=config.audit_spool_dir,
+                         max_backlog=config.audit_max_backlog)
         await authenticator.start()
         await limiter.start()
         await audit.start()

@@ -266,6 +266,9 @@ def sort_by_first_time(sources: list[TextSource]) -> list[TextSource]:
     return sorted(files, key=first_time) + others
 
 
+_AGGREGATE_EXPANSION = 1000
+
+
 def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator[Event]:
     """Rows of the gateway's audit table as request events (oldest first, read page by page)."""
     import asyncio
@@ -279,7 +282,7 @@ def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator
             raise InputError(f"audit database {db_path} does not exist")
 
     async def fetch(engine: AsyncEngine, after: int) -> list[AuditRecord]:
-        return await read_records(engine, after_seq=after, since=since, limit=page)
+        return await read_records(engine, after_id=after, since=since, limit=page)
 
     engine = create_engine_for(url)
     loop = asyncio.new_event_loop()
@@ -291,8 +294,12 @@ def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator
             except Exception as exc:  # database errors of any driver
                 raise GuardError(f"cannot read the audit log: {str(exc).splitlines()[0][:200]}") from None
             for rec in records:
-                after = rec.seq or after
-                yield audit_event(rec)
+                after = rec.id or after
+                event = audit_event(rec)
+                # an aggregated row (repeated refusals of one client for one reason in one interval)
+                # stands for `count` requests; rules count them as such (bounded per row)
+                for _ in range(min(max(1, rec.count), _AGGREGATE_EXPANSION)):
+                    yield event
             if len(records) < page:
                 break
     finally:
@@ -308,7 +315,7 @@ def audit_event(rec: AuditRecord) -> Event:
         f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')} {rec.decision} {status} {rec.client} {rec.method} {rec.path}"
         f" model={rec.model or '-'} key={rec.key_name or rec.key_id or '-'} reason={rec.reason!r}"
     )
-    return Event(REQUEST, t, "audit-db", int(rec.seq or 0), raw, client=rec.client or "",
+    return Event(REQUEST, t, "audit-db", int(rec.id or 0), raw, client=rec.client or "",
                  method=rec.method or "", path=path, query=query, status=status,
                  latency=float(rec.latency_ms or 0) / 1000.0, model=rec.model or "",
                  key_id=rec.key_id or "", decision=rec.decision or "")

@@ -1,4 +1,4 @@
-"""Follow the gateway's audit log in its database by sequence number: every row written after the
+"""Follow the gateway's audit log in its database by row id (insertion order): every row written after the
 watch started (or all of them with ``--from-start``), polled a few times a second. A database outage
 is reported once and waited out; no row is skipped when it comes back."""
 
@@ -49,16 +49,16 @@ class AuditFollower:
         from ollama_guard.gateway.db import audit_table
 
         async with engine.connect() as conn:
-            return int((await conn.execute(select(func.max(audit_table.c.seq)))).scalar() or 0)
+            return int((await conn.execute(select(func.max(audit_table.c.id)))).scalar() or 0)
 
     async def _page(self, engine: AsyncEngine) -> list[Event]:
         from ollama_guard.gateway.audit import read_records
 
         assert self.after is not None
-        records = await read_records(engine, after_seq=self.after, limit=PAGE)
+        records = await read_records(engine, after_id=self.after, limit=PAGE)
         events = []
         for rec in records:
-            self.after = max(self.after, int(rec.seq or 0))
+            self.after = max(self.after, int(rec.id or 0))
             events.append(audit_event(rec))
         return events
 

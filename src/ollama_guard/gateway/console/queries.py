@@ -172,16 +172,21 @@ _COLUMNS = (
 )
 
 
+def _selected() -> list[Any]:
+    # the page's "seq" is the row id: one number across every writer's chain, in insertion order
+    return [audit_table.c.id.label("seq") if name == "seq" else audit_table.c[name] for name in _COLUMNS]
+
+
 def _row(r: Any) -> dict[str, Any]:
     return dict(zip(_COLUMNS, r, strict=True))
 
 
 async def audit_page(engine: AsyncEngine, flt: AuditFilter, limit: int = AUDIT_PAGE) -> list[dict[str, Any]]:
     """Newest first, ``limit`` records matching ``flt`` (older than ``before_seq`` when given)."""
-    query = _filtered(select(*(audit_table.c[name] for name in _COLUMNS)), flt)
+    query = _filtered(select(*_selected()), flt)
     if flt.before_seq is not None:
-        query = query.where(audit_table.c.seq < flt.before_seq)
-    query = query.order_by(audit_table.c.seq.desc()).limit(limit)
+        query = query.where(audit_table.c.id < flt.before_seq)
+    query = query.order_by(audit_table.c.id.desc()).limit(limit)
     async with engine.connect() as conn:
         return [_row(r) for r in (await conn.execute(query)).all()]
 
@@ -190,7 +195,7 @@ async def audit_after(
     engine: AsyncEngine, flt: AuditFilter, after_seq: int, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Records newer than ``after_seq`` matching ``flt``, oldest first (for the live tail)."""
-    query = _filtered(select(*(audit_table.c[name] for name in _COLUMNS)), flt)
-    query = query.where(audit_table.c.seq > after_seq).order_by(audit_table.c.seq).limit(limit)
+    query = _filtered(select(*_selected()), flt)
+    query = query.where(audit_table.c.id > after_seq).order_by(audit_table.c.id).limit(limit)
     async with engine.connect() as conn:
         return [_row(r) for r in (await conn.execute(query)).all()]

@@ -1,0 +1,258 @@
+"""``logs verify``: check every writer's chain, the checkpoint chain, and that they agree.
+
+Problems found (each names its writer and where):
+* *edited* — a record does not match its MAC (or holds another record's content: *reordered*);
+* *spliced* — a record with a valid MAC does not link to the record before it (it comes from another
+  chain written with the same secret, e.g. a fork of the database);
+* *missing* — ``N records missing from writer W between T1 and T2``: a jump in W's sequence numbers
+  (lost before reaching the log, or deleted), or a tail cut off (W's head, or a checkpoint of W, names
+  later records than the table holds — even when W's head was rewritten to match);
+* *head* — a head whose MAC does not check out, or records beyond the head.
+Pruned records (``logs prune``) are not missing: each writer's base anchor (seq, mac, and a MAC over
+both) is where its chain now starts.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ollama_guard.gateway.audit.chain import (
+    CHECKPOINT_WRITER,
+    base_anchor_mac,
+    checkpoint_head_mac,
+    checkpoint_mac,
+    record_mac,
+    writer_head_mac,
+)
+from ollama_guard.gateway.audit.record import row_values, time_text
+from ollama_guard.gateway.db import (
+    GENESIS_MAC,
+    SecretMismatch,
+    audit_checkpoints_table,
+    audit_table,
+    audit_writers_table,
+    state_table,
+)
+from ollama_guard.gateway.secrets import PURPOSE_AUDIT_MAC, derive_key, secret_fingerprint
+
+_REORDER_WINDOW = 64
+CHECKPOINTS = "(checkpoints)"  # how problems of the checkpoint chain name their "writer"
+
+
+@dataclass(frozen=True)
+class Problem:
+    writer: str
+    kind: str  # edited, reordered, spliced, missing, head
+    seq: int  # first record concerned
+    detail: str
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    count: int  # records checked
+    writers: int
+    problems: tuple[Problem, ...] = ()
+    checkpoint_id: int = 0
+    checkpoint_mac: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def missing(self) -> int:
+        return sum(p.missing for p in self.problems)
+
+    def summary(self) -> str:
+        if self.intact:
+            plural = "" if self.writers == 1 else "s"
+            return f"intact ({self.count} records, {self.writers} writer{plural})"
+        lines = [p.detail for p in self.problems[:50]]
+        if len(self.problems) > 50:
+            lines.append(f"… and {len(self.problems) - 50} more problems")
+        return "\n".join(lines)
+
+
+def _when(value: Any) -> str:
+    return time_text(value) if isinstance(value, datetime) else "its start"
+
+
+def _missing(writer: str, first: int, last: int, after: Any, before: Any, why: str) -> Problem:
+    n = last - first + 1
+    records = "record" if n == 1 else "records"
+    return Problem(writer, "missing", first,
+                   f"{n} {records} missing from writer {writer} between {_when(after)} and {_when(before)} "
+                   f"(seq {first}{'' if n == 1 else f'-{last}'}: {why})", n)
+
+
+@dataclass
+class _Checkpoints:
+    # writer → (seq, mac, checkpoint id, time) of its latest checkpoint
+    last: dict[str, tuple[int, str, int, datetime]] = field(default_factory=dict)
+    # writer → seq → (mac, checkpoint id)
+    at: dict[str, dict[int, tuple[str, int]]] = field(default_factory=dict)
+
+
+async def verify_chain(engine: AsyncEngine, secret: bytes, *, page_size: int = 5000) -> VerifyResult:
+    """Verify in one read transaction (REPEATABLE READ in PostgreSQL; a WAL snapshot in SQLite), so
+    heads, checkpoints and records agree even while gateways keep writing."""
+    key = derive_key(secret, PURPOSE_AUDIT_MAC)
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            return await _verify(conn, key, secret, page_size)
+
+
+async def _verify(conn: AsyncConnection, key: bytes, secret: bytes, page_size: int) -> VerifyResult:
+    state = (await conn.execute(select(state_table).where(state_table.c.id == 1))).first()
+    if state is None:
+        missing = Problem(CHECKPOINTS, "head", 0, "the state row (og_state) is missing")
+        return VerifyResult(0, 0, (missing,))
+    if state.secret_fingerprint not in (None, secret_fingerprint(secret)):
+        raise SecretMismatch(
+            "the server secret is not the one this audit log was written with; "
+            "use the gateway's secret_file or OLLAMA_GUARD_SECRET"
+        )
+    writers = {r.writer: r for r in (await conn.execute(select(audit_writers_table))).all()}
+    problems: list[Problem] = []
+    checkpoints = await _verify_checkpoints(conn, key, state, writers.get(CHECKPOINT_WRITER), problems)
+    count = 0
+    real = {w: r for w, r in writers.items() if w != CHECKPOINT_WRITER}
+    for name in sorted(real):
+        count += await _verify_writer(conn, key, real[name], checkpoints, page_size, problems)
+    for name, (seq, _mac, cp_id, when) in sorted(checkpoints.last.items()):
+        if name not in real and seq > 0:
+            problems.append(_missing(name, 1, seq, None, when,
+                                     f"writer {name} is gone; checkpoint {cp_id} recorded its record {seq}"))
+    stray = (
+        await conn.execute(
+            select(audit_table.c.writer).where(audit_table.c.writer.not_in(list(real) or [""])).distinct()
+        )
+    ).scalars().all()
+    for name in stray:
+        detail = f"records of unknown writer {name} (added outside the gateway)"
+        problems.append(Problem(name, "head", 0, detail))
+    return VerifyResult(count, len(real), tuple(problems), int(state.audit_seq), state.audit_mac)
+
+
+async def _verify_checkpoints(conn: AsyncConnection, key: bytes, state: Any, base: Any,
+                              problems: list[Problem]) -> _Checkpoints:
+    out = _Checkpoints()
+
+    def problem(kind: str, at: int, detail: str) -> None:
+        problems.append(Problem(CHECKPOINTS, kind, at, detail))
+
+    prev_id, prev_mac = 0, GENESIS_MAC
+    if base is not None and base.base_seq:
+        if not hmac.compare_digest(base_anchor_mac(key, CHECKPOINT_WRITER, base.base_seq, base.base_mac),
+                                   base.base_anchor_mac or ""):
+            problem("head", base.base_seq, "the checkpoint chain's prune anchor was altered")
+        prev_id, prev_mac = int(base.base_seq), base.base_mac
+    head_id, head_mac = int(state.audit_seq), state.audit_mac
+    if head_id or state.audit_head_mac is not None:
+        if not hmac.compare_digest(checkpoint_head_mac(key, head_id, head_mac), state.audit_head_mac or ""):
+            problem("head", head_id, "the checkpoint chain's head was altered (its MAC does not match)")
+    rows = (
+        await conn.execute(
+            select(audit_checkpoints_table).where(audit_checkpoints_table.c.id > prev_id)
+            .order_by(audit_checkpoints_table.c.id)
+        )
+    ).all()
+    for row in rows:
+        own = checkpoint_mac(key, row.prev_mac, row.id, row.time, row.writer, row.writer_seq, row.writer_mac)
+        if not hmac.compare_digest(own, row.mac):
+            problem("edited", row.id, f"checkpoint {row.id} does not match its MAC")
+        elif row.id != prev_id + 1:
+            problem("missing", prev_id + 1, f"checkpoints {prev_id + 1}-{row.id - 1} are missing")
+        elif not hmac.compare_digest(row.prev_mac, prev_mac):
+            problem("spliced", row.id, f"checkpoint {row.id} does not link to checkpoint {prev_id}")
+        else:
+            out.at.setdefault(row.writer, {})[row.writer_seq] = (row.writer_mac, row.id)
+            if row.writer_seq >= out.last.get(row.writer, (-1,))[0]:
+                out.last[row.writer] = (row.writer_seq, row.writer_mac, row.id, row.time)
+        prev_id, prev_mac = row.id, row.mac
+    if prev_id < head_id:
+        problem("missing", prev_id + 1, f"checkpoints {prev_id + 1}-{head_id} were removed from the end")
+    elif prev_id > head_id or not hmac.compare_digest(prev_mac, head_mac):
+        problem("head", head_id, "the last checkpoint does not match the checkpoint head")
+    return out
+
+
+def _true_seq(key: bytes, row: Any, values: dict[str, Any]) -> int | None:
+    for delta in range(1, _REORDER_WINDOW + 1):
+        for candidate in (row.seq + delta, row.seq - delta):
+            if candidate >= 1 and hmac.compare_digest(
+                record_mac(key, row.prev_mac, row.writer, candidate, values), row.mac
+            ):
+                return candidate
+    return None
+
+
+async def _verify_writer(conn: AsyncConnection, key: bytes, head: Any, checkpoints: _Checkpoints,
+                         page_size: int, problems: list[Problem]) -> int:
+    writer = head.writer
+
+    def problem(kind: str, at: int, detail: str) -> None:
+        problems.append(Problem(writer, kind, at, f"writer {writer}: {detail}"))
+
+    if not hmac.compare_digest(writer_head_mac(key, writer, head.seq, head.mac), head.head_mac):
+        problem("head", head.seq, "its head was altered (MAC does not match)")
+    prev_seq, prev_mac, prev_time = int(head.base_seq), head.base_mac, head.base_time
+    if prev_seq and not hmac.compare_digest(base_anchor_mac(key, writer, prev_seq, prev_mac),
+                                            head.base_anchor_mac or ""):
+        problem("head", prev_seq, "its prune anchor was altered")
+    anchored = checkpoints.at.get(writer, {})
+    count = 0
+    while True:
+        rows = (
+            await conn.execute(
+                select(audit_table)
+                .where(audit_table.c.writer == writer, audit_table.c.seq > prev_seq)
+                .order_by(audit_table.c.seq)
+                .limit(page_size)
+            )
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            count += 1
+            values = row_values(row)
+            linked = hmac.compare_digest(row.prev_mac, prev_mac)
+            if row.seq != prev_seq + 1:
+                why = "lost before they reached the log" if linked else "deleted from the log"
+                problems.append(_missing(writer, prev_seq + 1, row.seq - 1, prev_time, values["time"], why))
+            if not hmac.compare_digest(record_mac(key, row.prev_mac, writer, row.seq, values), row.mac):
+                true_seq = _true_seq(key, row, values)
+                if true_seq is not None:
+                    problem("reordered", row.seq, f"record {row.seq} holds the content of record {true_seq}")
+                else:
+                    problem("edited", row.seq, f"record {row.seq} does not match its MAC (edited)")
+            elif not linked and row.seq == prev_seq + 1:
+                problem("spliced", row.seq, f"record {row.seq} does not link to record {prev_seq} "
+                        "(spliced in from another chain, or records before it replaced)")
+            anchor = anchored.get(row.seq)
+            if anchor is not None and not hmac.compare_digest(anchor[0], row.mac):
+                problem("spliced", row.seq, f"record {row.seq} is not the one checkpoint {anchor[1]} "
+                        "recorded (replaced by a record from another chain)")
+            prev_seq, prev_mac, prev_time = row.seq, row.mac, values["time"]
+    last_checkpoint = checkpoints.last.get(writer)
+    claimed, claimed_time, claim = int(head.seq), head.updated, f"its head names record {head.seq}"
+    if last_checkpoint is not None and last_checkpoint[0] > claimed:
+        claimed, claimed_time = last_checkpoint[0], last_checkpoint[3]
+        claim = (f"the head was moved back to record {head.seq}; checkpoint {last_checkpoint[2]} "
+                 f"recorded record {last_checkpoint[0]}")
+    if prev_seq < claimed:
+        problems.append(_missing(writer, prev_seq + 1, claimed, prev_time, claimed_time,
+                                 f"cut off the end: {claim}"))
+    elif prev_seq > head.seq or (prev_seq == head.seq and not hmac.compare_digest(prev_mac, head.mac)):
+        problem("head", head.seq, "the last record does not match its head "
+                "(records added or replaced outside the gateway)")
+    return count
