@@ -38,7 +38,9 @@ HANDPICKED = [
     b"GET / HTTP/1.1\r\n\r\n",  # 400 Bad Request: missing required Host header
     b"garbage\r\n\r\n",  # 400 Bad Request
     b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",  # 501
-    b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\n"
+    + HOST
+    + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     b"GET /stream HTTP/1.1\r\n" + HOST + b"\r\n",  # chunk per flush
     b"GET /big HTTP/1.1\r\n" + HOST + b"\r\n",  # one write over 2048 bytes: chunked, no length
     b"GET /two HTTP/1.1\r\n" + HOST + b"\r\n",
