@@ -57,13 +57,16 @@ def call(gw: Gateway, path: str, client: str, *, key: str | None = "reader", mar
 
 
 def within(seconds: float, check: object) -> float:
-    """Time until ``check()`` is true (AssertionError after ``seconds``)."""
+    """Time from now until the start of the first ``check()`` that is true — the effect was in place
+    then (the check's own requests are not counted); AssertionError after ``seconds``."""
     start = time.monotonic()
-    while not check():  # type: ignore[operator]
-        if time.monotonic() - start > seconds:
-            raise AssertionError("not within the time limit")
+    while True:
+        began = time.monotonic()
+        if check():  # type: ignore[operator]
+            return began - start
+        if began - start > seconds:
+            raise AssertionError(f"not within {seconds} s")
         time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def reached_decoy(decoy: DecoyProcess, marker: str) -> bool:
@@ -189,6 +192,21 @@ def test_watch_bans_high_findings_on_every_replica(
     assert ban["source"] == "watch" and ban["reason"].startswith("watch: admin-from-remote (high)")
     assert {x["address"] for x in json.loads(out)}.isdisjoint({"203.0.113.98", "127.0.0.1", "10.9.9.9"})
     run_cli(capsys, "bans", "remove", "203.0.113.99", "--db", a.db_url)
+    # the alerts are kept in the gateway database for the console (og_alerts), without evidence
+    import asyncio
+
+    from ollama_guard.gateway.alerts import AlertStore
+    from ollama_guard.gateway.db import create_engine_for
+
+    async def latest() -> list[dict]:
+        engine = create_engine_for(a.db_url)
+        try:
+            return await AlertStore(engine).latest(20)
+        finally:
+            await engine.dispose()
+
+    kept = {(r["rule"], r["target"]) for r in asyncio.run(latest())}
+    assert {("admin-from-remote", "203.0.113.99"), ("recon-burst", "203.0.113.98")} <= kept
     code, _, err = run_cli(capsys, "watch", str(log), "--once", "--ban")
     assert code == 2 and "--ban needs the gateway database" in err
     code, _, err = run_cli(capsys, "watch", str(log), "--once", "--ban", "--db", f"sqlite:///{tmp_path}/no.db")

@@ -61,7 +61,7 @@ bans_table = Table(
     Column("address", String(64), primary_key=True),  # canonical address, or network "a.b.c.0/24"
     Column("until", DateTime, nullable=True),  # naive UTC; NULL: until removed
     Column("reason", Text, nullable=False),
-    Column("source", String(16), nullable=False),
+    Column("source", String(80), nullable=False),  # manual, auto, watch, console:<key name>
     Column("created", DateTime, nullable=False),
     Column("seq", BigInteger, nullable=False),
 )
@@ -162,7 +162,7 @@ class BanStore:
         key = canonical(address)
         now = datetime.now(UTC)
         until = now + timedelta(minutes=minutes) if minutes is not None else None
-        values = {"until": _naive(until) if until else None, "reason": reason[:500], "source": source,
+        values = {"until": _naive(until) if until else None, "reason": reason[:500], "source": source[:80],
                   "created": _naive(now)}
         async with immediate(self.engine).begin() as conn:
             seq = await self._bump(conn)

@@ -12,7 +12,7 @@ from ollama_guard.errors import InputError
 
 if TYPE_CHECKING:
     from ollama_guard.investigate.events import ClientClassifier
-    from ollama_guard.watch.respond import Banner
+    from ollama_guard.watch.respond import Banner, Recorder
 
 
 def _window(value: str, what: str) -> float:
@@ -40,7 +40,8 @@ def _window(value: str, what: str) -> float:
               show_default=True, help="Body of webhook POSTs: the alert JSON, or a Slack / Teams message.")
 @click.option("--ban", is_flag=True,
               help="Ban the attacking address of high/critical alerts in the gateway database.")
-@click.option("--db", metavar="URL", help="Gateway database for --ban (else --config's, else --audit-db).")
+@click.option("--db", metavar="URL",
+              help="Gateway database: alerts are kept there for the console; --ban bans there.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Gateway config file: its db, trusted_proxies and ban_allowlist are used by --ban.")
 @click.option("--ban-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
@@ -111,10 +112,10 @@ def watch(ctx: click.Context, logfiles: tuple[str, ...], unit: str | None, conta
     alerter = Alerter(window, Severity.parse(min_severity))
     pipeline = Pipeline(load_rules(), classifier, tz, alerter, lambda _a: None)
     job = Watch(pipeline, files=files, children=children, audit=audit, destinations=destinations)
+    if db or config_file:  # alerts are kept in the gateway database too (the console shows them)
+        job.responders.append(_recorder(db, config_file))
     if ban:
         job.responders.append(_banner(db, config_file, audit_db, ban_minutes, classifier))
-    elif db or config_file:
-        raise InputError("--db and --config are for --ban")
     if once:
         asyncio.run(job.once())
         worst = pipeline.worst
@@ -123,6 +124,16 @@ def watch(ctx: click.Context, logfiles: tuple[str, ...], unit: str | None, conta
         ctx.exit(0)
     asyncio.run(job.follow())
     ctx.exit(0)
+
+
+def _recorder(db: str | None, config_file: Path | None) -> Recorder:
+    from ollama_guard.gateway.keys_cli import require_database, resolve_config
+    from ollama_guard.watch.respond import Recorder
+    from ollama_guard.watch.runner import notice
+
+    config = resolve_config(config_file, db)
+    require_database(config)
+    return Recorder(config.db, notice)
 
 
 def _banner(db: str | None, config_file: Path | None, audit_db: str | None, minutes: float,

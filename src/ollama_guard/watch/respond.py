@@ -73,3 +73,35 @@ class Banner:
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
+
+
+class Recorder:
+    """`watch --db URL`: every alert also goes to the gateway database (``og_alerts``, no evidence), where
+    the console lists the latest. A database error is said once; the watch goes on."""
+
+    def __init__(self, db_url: str, notice: Callable[[str], None]) -> None:
+        self.db_url = db_url
+        self.notice = notice
+        self._engine: Any = None
+        self._store: Any = None
+        self._failing = False
+
+    async def __call__(self, alert: dict[str, Any]) -> None:
+        from ollama_guard.gateway.alerts import AlertStore
+        from ollama_guard.gateway.db import create_engine_for
+
+        try:
+            if self._store is None:
+                self._engine = create_engine_for(self.db_url)
+                self._store = AlertStore(self._engine)
+            await self._store.record(alert)
+            self._failing = False
+        except Exception as exc:
+            if not self._failing:
+                self.notice(f"cannot record alerts in the database: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            self._failing = True
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
