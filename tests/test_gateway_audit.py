@@ -118,6 +118,8 @@ async def test_records_round_trip_through_the_writer_process(engine, db_url: str
     assert stored[5].latency_ms == pytest.approx(17.346)
     assert recorder.stats()["dropped"] == 0 and recorder.backlog() == 0
     assert not list((tmp_path / "spool").glob("*.spool"))  # drained segments are deleted
+    recorder.record(fields(99))  # a request finishing after shutdown: counted, never an exception
+    assert recorder.stats()["dropped"] == 1
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,8 +9,8 @@ Each writer's head (``og_audit_writers``: seq, mac and an HMAC over both) moves 
 as the records. About once a second, at start and at close, a writer also appends a *checkpoint* —
 (W, seq, mac) — to the shared checkpoint chain (``og_audit_checkpoints``, head in ``og_state``).
 Rewriting W's head after cutting off its tail then contradicts a checkpoint; cutting the checkpoint
-chain as well needs an old checkpoint head, which the anchor (``logs verify`` prints it; the writer
-keeps it in the spool directory) exposes. Writers never wait for each other except for the brief
+chain as well needs an old checkpoint head, which only a copy kept outside the database exposes
+(``logs verify`` prints the checkpoint head on stderr for that). Writers never wait for each other except for the brief
 checkpoint append, so audit capacity grows with the number of writers.
 """
 

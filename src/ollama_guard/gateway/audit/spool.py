@@ -116,7 +116,8 @@ class SpoolWriter:
         self.synced = self.written
 
     def _write(self, data: bytes) -> None:
-        assert self._fd is not None
+        if self._fd is None:
+            raise OSError("the audit spool is closed")
         view = memoryview(data)
         while view:
             done = os.write(self._fd, view)
