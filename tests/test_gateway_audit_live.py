@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from support.gateway import Gateway, KeySpec, audit_rows, create_keys, start_gateway
+from support.pg_redis import pg_url, postgres_server  # noqa: F401
 from support.servers import GUARD_ARGV, DecoyProcess, start_decoy
 
 
@@ -82,6 +83,7 @@ def flood(host: str, port: int, source: str, requests: int, answered: list[int])
     answered.append(count)
 
 
+@pytest.mark.slow
 def test_keyless_flood_cannot_drown_keyed_admin_actions(decoy: DecoyProcess, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'guard.db'}"
     keys = keys_for(db)
@@ -114,6 +116,7 @@ def test_keyless_flood_cannot_drown_keyed_admin_actions(decoy: DecoyProcess, tmp
     assert len(refusals) < sum(answered) / 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victims", ["serve", "serve-and-writer"])
 def test_kill_9_mid_load_loses_no_answered_request(decoy: DecoyProcess, tmp_path: Path, victims: str) -> None:
     db = f"sqlite:///{tmp_path / 'guard.db'}"
@@ -193,3 +196,62 @@ def test_keyed_requests_get_503_while_the_audit_writer_is_stalled(
         query = "SELECT count(*) FROM og_audit_records WHERE reason = 'audit-unavailable'"
         refused = conn.execute(query).fetchone()
     assert refused[0] >= 6  # the 503s themselves are on the record
+
+
+@pytest.mark.slow
+def test_two_replicas_on_postgres_one_killed_lose_nothing(
+    decoy: DecoyProcess, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Two `serve` replicas share one PostgreSQL (and, on this host, the spool directory): replica A is
+    killed with its writer mid-load; B's writer replays A's spool; verify names two intact chains."""
+    secret = "s" * 48
+    monkeypatch.setenv("OLLAMA_GUARD_SECRET", secret)
+    home = tmp_path / "home"
+    env = {"OLLAMA_GUARD_SECRET": secret, "OLLAMA_GUARD_HOME": str(home)}
+    keys = create_keys(pg_url, [KeySpec("reader", "read")])
+    answered: list[str] = []
+    stop = threading.Event()
+    with start_gateway(tmp_path / "a", decoy.url, db_url=pg_url, env=env) as a, \
+            start_gateway(tmp_path / "b", decoy.url, db_url=pg_url, env=env) as b:
+        for gw in (a, b):
+            gw.keys = keys
+
+        def load(gw: Gateway) -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    status, request_id, _ = get(gw, "/api/version", "reader")
+                    if status == 200:
+                        answered.append(request_id)
+
+        clients = [threading.Thread(target=load, args=(gw,)) for gw in (a, b, a, b)]
+        for t in clients:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(answered) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(a.proc.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        stop.set()
+        for t in clients:
+            t.join(15)
+        deadline = time.monotonic() + 30  # B's writer looks for dead processes' spools every 5 s
+        while list((home / "audit-spool").rglob("*.spool")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        b.stop()
+    checked = verify(pg_url, env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("intact (") and "2 writers" in checked.stdout
+    import asyncio
+
+    from ollama_guard.gateway.audit import read_records
+    from ollama_guard.gateway.db import create_engine_for
+
+    async def stored() -> set[str]:
+        engine = create_engine_for(pg_url)
+        try:
+            return {r.request_id for r in await read_records(engine)}
+        finally:
+            await engine.dispose()
+
+    ids = asyncio.run(stored())
+    assert len(answered) >= 200 and [rid for rid in answered if rid not in ids] == []
