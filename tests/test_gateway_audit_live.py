@@ -141,10 +141,9 @@ def test_kill_9_mid_load_loses_no_answered_request(decoy: DecoyProcess, tmp_path
         deadline = time.monotonic() + 20
         while len(answered) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        if victims == "serve":
-            os.kill(gw.proc.pid, signal.SIGKILL)  # its writer process survives and drains the spool
-        else:
-            os.killpg(gw.proc.pid, signal.SIGKILL)
+        os.kill(gw.proc.pid, signal.SIGKILL)  # alone, its writer process survives and drains the spool
+        if victims == "serve-and-writer":
+            writer.kill()
         stop.set()
         for t in clients:
             t.join(15)
@@ -229,7 +228,9 @@ def test_two_replicas_on_postgres_one_killed_lose_nothing(
         deadline = time.monotonic() + 20
         while len(answered) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
+        doomed = writer_process(a)
         os.killpg(a.proc.pid, signal.SIGKILL)
+        doomed.kill()  # the writer runs in a session of its own
         time.sleep(0.5)
         stop.set()
         for t in clients:

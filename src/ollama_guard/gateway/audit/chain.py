@@ -10,8 +10,8 @@ as the records. About once a second, at start and at close, a writer also append
 (W, seq, mac) — to the shared checkpoint chain (``og_audit_checkpoints``, head in ``og_state``).
 Rewriting W's head after cutting off its tail then contradicts a checkpoint; cutting the checkpoint
 chain as well needs an old checkpoint head, which only a copy kept outside the database exposes
-(``logs verify`` prints the checkpoint head on stderr for that). Writers never wait for each other except for the brief
-checkpoint append, so audit capacity grows with the number of writers.
+(``logs verify`` prints the checkpoint head on stderr for that). Writers never wait for each other
+except for the brief checkpoint append, so audit capacity grows with the number of writers.
 """
 
 from __future__ import annotations

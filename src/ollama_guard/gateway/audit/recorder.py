@@ -43,7 +43,18 @@ from ollama_guard.paths import data_dir
 
 log = logging.getLogger("ollama_guard.gateway.audit")
 
-WRITER_ARGV = (sys.executable, "-m", "ollama_guard.gateway.audit.writer")
+# The writer ignores SIGTERM/SIGINT from its first instruction (before the heavy imports), and runs in
+# a session of its own: a stop signal for the gateway's process group (a shell, a supervisor, the
+# tests) does not cut it off mid-drain; it stops when the gateway tells it to or when the gateway is gone.
+WRITER_ARGV = (
+    sys.executable, "-c",
+    "import signal\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "from ollama_guard.gateway.audit.writer import main\n"
+    "raise SystemExit(main())",
+    "ollama_guard.gateway.audit.writer",  # argv[1]: names the process in `ps`
+)
 
 
 class AuditUnavailable(Exception):
@@ -128,7 +139,8 @@ class Recorder:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         process = await asyncio.create_subprocess_exec(
-            *WRITER_ARGV, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            *WRITER_ARGV, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         settings = {"db": self._db_url, "secret": self._secret.hex(), "spool": str(self.spool.directory),
                     "writer": self.writer, **self._writer_settings}
