@@ -327,6 +327,33 @@ def call(flow: JinjaFlow, node: nodes.Call, env: dict[str, Val]) -> Val:
     return out
 
 
+def _bases(node: nodes.Node, key: str) -> list[nodes.Node]:
+    """The objects whose `key` member `node` reads (`messages[0]` of `messages[0].role`)."""
+    out = []
+    for sub in [node, *node.find_all((nodes.Getattr, nodes.Getitem))]:
+        if isinstance(sub, nodes.Getattr) and sub.attr == key:
+            out.append(sub.node)
+        elif isinstance(sub, nodes.Getitem) and isinstance(sub.arg, nodes.Const) and sub.arg.value == key:
+            out.append(sub.node)
+    return out
+
+
+def settings(node: nodes.Node, val: Val, other_node: nodes.Node, other: Val) -> Val:
+    """`messages[0].role == 'system' and 'detailed thinking on' in messages[0].content`: a content test
+    conjoined with the test that the same message is the system message reads the deployer's setting
+    (like a content test nested in a system-message branch), not a user-text trigger."""
+    if not any(g.kind == "content" for g in val.gates):
+        return val
+    if not any(g.kind == "system-role" for g in other.gates):
+        return val
+    systems = _bases(other_node, "role")
+    contents = _bases(node, "content")
+    if not contents or not all(any(c == s for s in systems) for c in contents):
+        return val
+    gates = frozenset(Gate("control", g.text, g.line) if g.kind == "content" else g for g in val.gates)
+    return Val(val.const, val.lits, val.taint, gates)
+
+
 def binary(flow: JinjaFlow, node: nodes.BinExpr, env: dict[str, Val]) -> Val:
     left, right = flow.ev(node.left, env), flow.ev(node.right, env)
     if isinstance(node, nodes.And | nodes.Or):
@@ -334,6 +361,11 @@ def binary(flow: JinjaFlow, node: nodes.BinExpr, env: dict[str, Val]) -> Val:
         if left.known and right.known:
             result = (
                 (left.const and right.const) if isinstance(node, nodes.And) else (left.const or right.const)
+            )
+        if isinstance(node, nodes.And):
+            left, right = (
+                settings(node.left, left, node.right, right),
+                settings(node.right, right, node.left, left),
             )
         out = join(left, right, result=result)
         return Val(out.const, (), out.taint, out.gates)

@@ -19,6 +19,8 @@ _STRUCTURE = re.compile(
     r"<[|｜][^<>\n]{0,80}?[|｜]>"  # <|im_start|>, <｜User｜>
     r"|<[|｜]?[\w.:\-]{1,40}[|｜]>|<[|｜][\w.:\-]{1,40}>"  # <|channel>, <turn|>
     r"|</?\s*[A-Za-z_][\w.:\-]{0,40}(?:\s[^<>]{0,200})?\s*/?>"  # <think>, </tool_call>, <start_of_turn>
+    r"|</?[|｜][\w.:\-]{1,40}[|｜][A-Za-z_][\w.:\-]{0,40}"  # <｜DSML｜invoke name="$NAME">: no prose inside
+    r"(?:\s+[A-Za-z_][\w\-]{0,40}=\"[\w$.|\-]{0,80}\")*\s*/?>"
     r"|\[/?[A-Z_]{2,30}\]"  # [INST], [/TOOL_CALLS]
     r"|<<\s*/?SYS\s*>>|<\s*/?s\s*>"
     r"|<\|?(?:begin|end)_of_\w+\|?>"
