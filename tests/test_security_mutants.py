@@ -122,3 +122,17 @@ def test_the_deny_list_leaves_read_only_routes_alone(path: str, monkeypatch: pyt
     monkeypatch.setattr(probes, "_ALLOWED", frozenset({("GET", path)}))
     monkeypatch.setattr(probes, "match_endpoint", lambda _method, _path: None)
     probes.check_probe("GET", path)
+
+
+# --- listings: what cannot be decoded is an empty listing, never the bytes as they came ----------------
+def test_a_listing_in_an_unknown_or_undecodable_encoding_is_empty() -> None:
+    import gzip
+
+    from ollama_guard.gateway.listing import MAX_DECODED_LISTING, decode_listing
+
+    plain = b'{"models":[{"name":"secret:latest"}]}'
+    assert decode_listing(plain, b"br") == b""  # plain JSON labelled with a coding we cannot undo
+    assert decode_listing(gzip.compress(plain), b"gzip") == plain
+    assert decode_listing(gzip.compress(plain)[:-8], b"gzip") == b""  # truncated
+    bomb = gzip.compress(b" " * (MAX_DECODED_LISTING + 1024))
+    assert decode_listing(bomb, b"gzip") == b""  # larger than the bound
