@@ -564,6 +564,20 @@ async def test_several_writers_verify_while_they_write(db_url: str, engine, tmp_
     assert final.intact and final.count == 800 and final.writers == 2
 
 
+async def test_a_database_from_before_the_checkpoint_chain_verifies(engine) -> None:
+    """An older version left a single-chain head in og_state: the checkpoint chain starts there."""
+    async with engine.begin() as conn:
+        await conn.execute(update(state_table).values(audit_seq=5000, audit_mac="ab" * 32,
+                                                      audit_head_mac="cd" * 32))
+    await chain_of(engine, 3)
+    result = await verify_chain(engine, SECRET)
+    assert result.intact and result.checkpoint_id == 5002, result.summary()
+    async with engine.begin() as conn:  # later, every checkpoint removed: never adopted as a new start
+        await conn.execute(delete(audit_checkpoints_table))
+    await chain_of(engine, 1, writer="w2")
+    assert not (await verify_chain(engine, SECRET)).intact
+
+
 # --- prune ------------------------------------------------------------------------------------------
 
 
