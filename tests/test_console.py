@@ -423,3 +423,29 @@ def test_latest_alerts_recorded_by_watch_are_on_the_overview(page: object, gw: G
     text = rows.first.inner_text()
     assert "admin-from-remote" in text and "203.0.113.9" in text and "escalation" in text
     assert page.locator("img").count() == 0  # type: ignore[attr-defined]  (hostile title stays text)
+
+
+def test_aggregated_refusals_count_as_every_request_they_stand_for(gw: Gateway) -> None:
+    for _ in range(30):  # keyless: refusals of one client for one reason are aggregated into few rows
+        assert (
+            raw_request(gw.host, gw.port, http_bytes("GET", "/api/tags"), source="127.0.0.55").status == 401
+        )
+    session, _ = _session(gw)
+    deadline = time.monotonic() + 8
+    while True:
+        page = raw_request(
+            gw.host, gw.port, http_bytes("GET", "/-/console", headers={"Cookie": f"og_console={session}"})
+        )
+        row = re.search(r"127\.0\.0\.55</a></td><td class=\"num\">([0-9,]+)</td>", page.body.decode())
+        if row and row.group(1) == "30":
+            break
+        assert time.monotonic() < deadline, row.group(1) if row else "client not listed"
+        time.sleep(0.25)
+    audit = raw_request(
+        gw.host,
+        gw.port,
+        http_bytes("GET", "/-/console/audit?client=127.0.0.55", headers={"Cookie": f"og_console={session}"}),
+    ).body.decode()
+    shown = [int(n) for n in re.findall(r"×(\d+)", audit)]
+    rows = audit.count('data-test="audit-row"')
+    assert sum(shown) + (rows - len(shown)) == 30 and rows < 30  # fewer rows than requests, none lost

@@ -66,9 +66,12 @@ async def usage_series(
     else:
         first = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=hours // 24 - 1)
     bucket = _bucket_expr(engine.dialect.name, hourly).label("bucket")
-    allowed = func.sum(case((audit_table.c.decision == "allow", 1), else_=0))
+    # an aggregated row (refusals of unauthenticated traffic, ``count`` > 1) stands for ``count`` requests
+    allowed = func.sum(case((audit_table.c.decision == "allow", audit_table.c.count), else_=0))
     query = (
-        select(bucket, allowed, func.count(), func.coalesce(func.sum(audit_table.c.tokens), 0))
+        select(
+            bucket, allowed, func.sum(audit_table.c.count), func.coalesce(func.sum(audit_table.c.tokens), 0)
+        )
         .where(audit_table.c.time >= first)
         .group_by(bucket)
     )
@@ -107,10 +110,10 @@ async def top_keys(engine: AsyncEngine, since: datetime) -> list[dict[str, Any]]
 
 async def top_refused_clients(engine: AsyncEngine, since: datetime) -> list[dict[str, Any]]:
     query = (
-        select(audit_table.c.client, func.count().label("n"), func.max(audit_table.c.reason))
+        select(audit_table.c.client, func.sum(audit_table.c.count).label("n"), func.max(audit_table.c.reason))
         .where(audit_table.c.time >= since, audit_table.c.decision != "allow")
         .group_by(audit_table.c.client)
-        .order_by(func.count().desc())
+        .order_by(func.sum(audit_table.c.count).desc())
         .limit(TOP_N)
     )
     async with engine.connect() as conn:
@@ -167,6 +170,7 @@ _COLUMNS = (
     "status",
     "decision",
     "reason",
+    "count",
     "tokens",
     "latency_ms",
 )

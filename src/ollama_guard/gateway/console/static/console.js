@@ -39,6 +39,12 @@ function auditRow(r) {
   badge.textContent = r.decision;
   const decision = document.createElement("td");
   decision.appendChild(badge);
+  if (r.count > 1) {
+    const times = document.createElement("span");
+    times.className = "muted small";
+    times.textContent = ` ×${r.count}`;
+    decision.appendChild(times);
+  }
   tr.append(
     cell(String(r.seq), "mono"), cell(r.time.replace("T", " ").slice(0, 19), "mono small"), decision,
     cell(String(r.status), "num"), cell(r.key_name || "–"), cell(r.client, "mono"),
