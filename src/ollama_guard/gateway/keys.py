@@ -643,11 +643,12 @@ class KeyAuthenticator:
     async def _stop_background(self) -> None:
         if not self._background.running:
             return
+        limit = self._query_timeout * 2  # stopping never waits on a database that does not answer
         with contextlib.suppress(Exception):
-            await self._background.run(self._drop_poll_connection())
+            await asyncio.wait_for(self._background.run(self._drop_poll_connection()), timeout=limit)
         if self._owns_poll_engine and self._poll_engine is not None:
             with contextlib.suppress(Exception):
-                await self._background.run(self._poll_engine.dispose())
+                await asyncio.wait_for(self._background.run(self._poll_engine.dispose()), timeout=limit)
             self._poll_engine = None
         await self._background.stop()
 
@@ -675,8 +676,10 @@ class KeyAuthenticator:
     async def _drop_poll_connection(self) -> None:
         conn, self._poll_conn = self._poll_conn, None
         if conn is not None:
+            # bounded: a connection whose last operation was cut off (a poll cancelled by its timeout or
+            # by close) may never answer, and closing must not hold the poll lock or close() forever
             with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.wait_for(conn.close(), timeout=self._query_timeout)
 
     async def _poll(self) -> None:
         async with self._poll_lock:
