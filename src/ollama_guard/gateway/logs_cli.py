@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,18 @@ def logs() -> None:
     """Verify and read the gateway's tamper-evident audit log."""
 
 
+@asynccontextmanager
+async def _audit_db(config: GatewayConfig) -> AsyncIterator[Any]:
+    """The gateway database with its audit schema checked; database failures inside become one line."""
+    engine = create_engine_for(config.db)
+    try:
+        with _audit_log_errors(config.db):
+            await require_schema(engine)
+            yield engine
+    finally:
+        await engine.dispose()
+
+
 @contextmanager
 def _audit_log_errors(db: str) -> Iterator[None]:
     """Database failures as one-line errors naming the (password-redacted) database."""
@@ -87,14 +99,8 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
     _require_database(config)
 
     async def run() -> VerifyResult:
-        engine = create_engine_for(config.db)
-        try:
-            with _audit_log_errors(config.db):
-                await require_schema(engine)
-                secret = load_server_secret(config, create=False)
-                return await verify_chain(engine, secret)
-        finally:
-            await engine.dispose()
+        async with _audit_db(config) as engine:
+            return await verify_chain(engine, load_server_secret(config, create=False))
 
     result = asyncio.run(run())
     click.echo(result.summary())
@@ -122,14 +128,8 @@ def prune_command(before: str, db: str | None, config_file: Path | None) -> None
     _require_database(config)
 
     async def run() -> PruneResult:
-        engine = create_engine_for(config.db)
-        try:
-            with _audit_log_errors(config.db):
-                await require_schema(engine)
-                secret = load_server_secret(config, create=False)
-                return await prune_before(engine, secret, when)
-        finally:
-            await engine.dispose()
+        async with _audit_db(config) as engine:
+            return await prune_before(engine, load_server_secret(config, create=False), when)
 
     try:
         result = asyncio.run(run())
@@ -155,16 +155,11 @@ def tail_command(count: int, follow: bool, fmt: str, db: str | None, config_file
     _require_database(config)
 
     async def run() -> None:
-        engine = create_engine_for(config.db)
-        try:
-            with _audit_log_errors(config.db):
-                await require_schema(engine)
-                async for record in tail(engine, count, follow):
-                    line: Any = json.dumps(record.to_json()) if fmt == "json" else _format_line(record)
-                    click.echo(line)
-                    sys.stdout.flush()
-        finally:
-            await engine.dispose()
+        async with _audit_db(config) as engine:
+            async for record in tail(engine, count, follow):
+                line: Any = json.dumps(record.to_json()) if fmt == "json" else _format_line(record)
+                click.echo(line)
+                sys.stdout.flush()
 
     try:
         asyncio.run(run())
