@@ -11,7 +11,7 @@ pooled keep-alive client, return the answer — runs as
 * ``gateway /-/health``: the real ``ollama-guard serve`` answering ``/-/health`` (no upstream call;
   reference floor of the full gateway stack).
 
-All proxy variants use the gateway's own pooled upstream client (``ollama_guard.gateway.proxy.Upstream``),
+All proxy variants use the gateway's own pooled upstream client (``ollama_guard.gateway.upstream.Upstream``),
 so only the server side differs. The upstream is nginx on 127.0.0.1 serving the canned ``/api/tags``
 JSON of bench/gateway.py (whose helpers are imported). Each variant is its own process; load is
 ``wrk -t2 -c64`` for ``--duration`` seconds, rounds alternate between the variants, and CPU per request
@@ -54,7 +54,7 @@ FORWARD_HEADERS = [(b"Accept-Encoding", b"identity")]
 
 def _upstream(url: str) -> Any:
     from ollama_guard.gateway.config import GatewayConfig
-    from ollama_guard.gateway.proxy import Upstream
+    from ollama_guard.gateway.upstream import Upstream
 
     return Upstream(GatewayConfig(upstream=url))
 

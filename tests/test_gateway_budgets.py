@@ -21,7 +21,7 @@ import pytest
 
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.limits import Limited, MemoryLimiter, RedisLimiter, parse_sentinel_url
-from ollama_guard.gateway.proxy import TokenCounter
+from ollama_guard.gateway.usage import TokenCounter
 from support.gateway import Gateway, KeySpec, audit_rows, create_keys, http_bytes, raw_request, start_gateway
 from support.pg_redis import RedisServer, redis_server, redis_url  # noqa: F401
 from support.servers import running_process

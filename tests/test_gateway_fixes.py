@@ -23,8 +23,8 @@ import pytest
 from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.config import load_config
 from ollama_guard.gateway.keys import ApiKey, Role
-from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.services import Services
+from ollama_guard.gateway.usage import TokenCounter
 from support.audit import MemoryAudit
 
 GUARD = (sys.executable, "-m", "ollama_guard")

@@ -19,9 +19,9 @@ from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.limits import Limited, StoreUnavailable
 from ollama_guard.gateway.listing import filter_listing
 from ollama_guard.gateway.patterns import compile_model_patterns, key_model_matcher
-from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.routes import find_route
 from ollama_guard.gateway.services import Services
+from ollama_guard.gateway.usage import TokenCounter
 from ollama_guard.ollama.names import canonical_model_name
 from support.audit import MemoryAudit
 
@@ -276,7 +276,7 @@ async def _raw_server(answers: list[bytes], *, close_after: bool) -> tuple[async
 
 
 async def test_upstream_client_reads_close_delimited_chunked_and_head_answers() -> None:
-    from ollama_guard.gateway.proxy import Upstream
+    from ollama_guard.gateway.upstream import Upstream
 
     answers = [
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",
@@ -304,7 +304,7 @@ async def test_upstream_client_reads_close_delimited_chunked_and_head_answers() 
 
 
 async def test_upstream_client_reuses_connections_and_survives_a_closed_idle_one() -> None:
-    from ollama_guard.gateway.proxy import Upstream
+    from ollama_guard.gateway.upstream import Upstream
 
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     server, url, received = await _raw_server([ok, ok, ok, ok], close_after=False)

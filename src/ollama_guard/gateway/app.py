@@ -24,7 +24,6 @@ from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.metrics import GatewayMetrics
 from ollama_guard.gateway.own_routes import HEALTH, UNAUTHENTICATED, answer_health, answer_own_route
-from ollama_guard.gateway.proxy import Upstream
 from ollama_guard.gateway.readiness import Readiness
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, Message, Receive, Request, Scope, Send
@@ -40,6 +39,7 @@ from ollama_guard.gateway.stages.judge_body import JudgeBodyStage
 from ollama_guard.gateway.stages.policy import PolicyStage
 from ollama_guard.gateway.stages.record import before_forward, record
 from ollama_guard.gateway.stages.route import RouteStage
+from ollama_guard.gateway.upstream import Upstream
 
 __all__ = ["GatewayApp", "Services"]
 

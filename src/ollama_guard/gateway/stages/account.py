@@ -7,7 +7,7 @@ body bytes. The `limits` stage takes the reservation atomically with the admissi
 requests cannot together pass the budget by more than one reservation.
 
 After the answer (`account`): the reservation is replaced by the usage numbers found anywhere in the
-answer (`proxy.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
+answer (`usage.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
 not say), the reservation is charged — or what was relayed, if that is more. An upstream error
 answer, or a refusal before forwarding, spends nothing.
 """
@@ -20,9 +20,9 @@ from typing import Any
 from ollama_guard.gateway.body import BodyStream, JsonBody
 from ollama_guard.gateway.limits import Reservation
 from ollama_guard.gateway.metrics import GatewayMetrics
-from ollama_guard.gateway.proxy import TokenCounter
 from ollama_guard.gateway.request import AuditFacts
 from ollama_guard.gateway.routes import Route
+from ollama_guard.gateway.usage import TokenCounter
 
 log = logging.getLogger("ollama_guard.gateway")
 

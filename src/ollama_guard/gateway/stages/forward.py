@@ -22,20 +22,13 @@ from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.listing import decode_listing, filter_listing
 from ollama_guard.gateway.metrics import GatewayMetrics
 from ollama_guard.gateway.patterns import ModelMatcher, allow_all
-from ollama_guard.gateway.proxy import (
-    TokenCounter,
-    Upstream,
-    UpstreamBusy,
-    UpstreamError,
-    UpstreamResponse,
-    forward_headers,
-    is_streaming,
-    response_headers,
-)
+from ollama_guard.gateway.proxy import forward_headers, is_streaming, response_headers
 from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, HeaderList, Receive, Request
 from ollama_guard.gateway.routes import Route
+from ollama_guard.gateway.upstream import Upstream, UpstreamBusy, UpstreamError, UpstreamResponse
+from ollama_guard.gateway.usage import TokenCounter
 
 SMALL_RESPONSE = 256 * 1024
 
