@@ -294,9 +294,9 @@ async def test_a_key_store_timeout_is_logged_with_its_time(
     async def hang() -> None:
         await asyncio.sleep(5)
 
-    auth._poll = hang  # type: ignore[method-assign]
+    auth.poller._poll = hang  # type: ignore[method-assign]
     with caplog.at_level("ERROR", logger="ollama_guard.gateway.keys"):
-        await auth._poll_guarded()
+        await auth.poller._poll_guarded()
     await engine.dispose()
     [line] = [r.getMessage() for r in caplog.records]
     assert "did not answer within 0.05 s" in line and "refused" in line and "3 s" in line, line
@@ -324,7 +324,7 @@ def test_a_row_without_a_revoked_flag_is_not_an_active_key() -> None:
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
-    from ollama_guard.gateway.keys import _row_to_key
+    from ollama_guard.gateway.keys import row_to_key as _row_to_key
 
     row = SimpleNamespace(
         id="0123456789abcdef", name="k", role="admin", models='["*"]', rpm=None, concurrency=None,
