@@ -564,18 +564,21 @@ async def test_several_writers_verify_while_they_write(db_url: str, engine, tmp_
     assert final.intact and final.count == 800 and final.writers == 2
 
 
-async def test_a_database_from_before_the_checkpoint_chain_verifies(engine) -> None:
-    """An older version left a single-chain head in og_state: the checkpoint chain starts there."""
+async def test_an_old_head_whose_log_is_gone_is_reported_not_adopted(engine) -> None:
+    """og_state holds an older release's head (forged here) but its og_audit_log is gone: the upgrade
+    keeps that head as writer ~legacy's, and verify names both the bad head and the missing records.
+    (Real old databases: tests/test_audit_legacy.py.)"""
     async with engine.begin() as conn:
         await conn.execute(update(state_table).values(audit_seq=5000, audit_mac="ab" * 32,
                                                       audit_head_mac="cd" * 32))
     await chain_of(engine, 3)
     result = await verify_chain(engine, SECRET)
-    assert result.intact and result.checkpoint_id == 5002, result.summary()
+    assert result.checkpoint_id == 5003 and result.missing == 5000, result.summary()
+    assert "did not match its MAC when it was migrated" in result.summary()
     async with engine.begin() as conn:  # later, every checkpoint removed: never adopted as a new start
         await conn.execute(delete(audit_checkpoints_table))
     await chain_of(engine, 1, writer="w2")
-    assert not (await verify_chain(engine, SECRET)).intact
+    assert "checkpoints" in (await verify_chain(engine, SECRET)).summary()
 
 
 # --- prune ------------------------------------------------------------------------------------------

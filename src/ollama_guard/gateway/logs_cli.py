@@ -1,9 +1,10 @@
-"""`ollama-guard logs verify|tail|prune` — check, read and trim the gateway's hash-chained audit log.
+"""`ollama-guard logs verify|tail|prune|migrate` — check, read and trim the gateway's hash-chained audit log.
 
 ``verify`` prints ``intact (N records, W writers)`` and exits 0, or one line per problem — an edited,
 reordered or spliced record, ``N records missing from writer W between T1 and T2``, an altered head —
 and exits 1. ``prune --before DATE`` deletes older records but keeps every chain verifiable (it refuses,
-exit 1, on a log that does not verify). None of them creates a database or a secret.
+exit 1, on a log that does not verify). ``migrate`` moves an older release's single chain
+(``og_audit_log``) into writer ``~legacy``. None of them creates a database or a secret.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.audit import AuditRecord, VerifyResult, tail, verify_chain
+from ollama_guard.gateway.audit.legacy import LEGACY_WRITER, has_legacy_table, migrate_legacy_log
 from ollama_guard.gateway.audit.prune import PruneRefused, PruneResult, prune_before
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.db import (
     create_engine_for,
+    init_schema,
     redact_url,
     require_schema,
     short_db_error,
@@ -69,12 +72,22 @@ def logs() -> None:
 
 
 @asynccontextmanager
-async def _audit_db(config: GatewayConfig) -> AsyncIterator[Any]:
-    """The gateway database with its audit schema checked; database failures inside become one line."""
+async def _audit_db(config: GatewayConfig, *, old_ok: bool = False) -> AsyncIterator[Any]:
+    """The gateway database with its audit schema checked; database failures inside become one line.
+    ``old_ok``: an older release's database (only ``og_audit_log``, not migrated) is fine too."""
     engine = create_engine_for(config.db)
     try:
         with _audit_log_errors(config.db):
-            await require_schema(engine)
+            try:
+                await require_schema(engine)
+            except GuardError:
+                async with engine.connect() as conn:
+                    old = await has_legacy_table(conn)
+                if not old:
+                    raise
+                if not old_ok:
+                    raise GuardError("this audit log was written by an older release (og_audit_log): run "
+                                     "`ollama-guard logs migrate` (or start `serve` once) first") from None
             yield engine
     finally:
         await engine.dispose()
@@ -99,7 +112,7 @@ def verify_command(db: str | None, config_file: Path | None) -> None:
     _require_database(config)
 
     async def run() -> VerifyResult:
-        async with _audit_db(config) as engine:
+        async with _audit_db(config, old_ok=True) as engine:
             return await verify_chain(engine, load_server_secret(config, create=False))
 
     result = asyncio.run(run())
@@ -140,6 +153,29 @@ def prune_command(before: str, db: str | None, config_file: Path | None) -> None
         f"pruned {result.records} records and {result.checkpoints} checkpoints older than "
         f"{when.astimezone(UTC).isoformat()} ({result.writers} writers; chains kept verifiable)"
     )
+
+
+@logs.command("migrate")
+@state_options
+def migrate_command(db: str | None, config_file: Path | None) -> None:
+    """Move an older release's audit log (og_audit_log) into the writer chains, keeping it verifiable.
+
+    `serve` does this on its first start; this command does it now. Safe to repeat."""
+    config = resolve_config(config_file, db)
+    _require_database(config)
+
+    async def run() -> tuple[int | None, int]:
+        secret = load_server_secret(config, create=False)
+        async with _audit_db(config, old_ok=True) as engine:
+            await init_schema(engine)
+            return await migrate_legacy_log(engine, secret)
+
+    moved, checkpoint = asyncio.run(run())
+    if moved is None:
+        click.echo("nothing to migrate (no audit log of an older release, or already migrated)")
+    else:
+        click.echo(f"migrated {moved} records of the older release's audit log into writer {LEGACY_WRITER} "
+                   f"(anchored by checkpoint {checkpoint}); `logs verify` checks them with the old MAC")
 
 
 @logs.command("tail")

@@ -281,20 +281,20 @@ def audit_events(url: str, since: datetime | None, page: int = 5000) -> Iterator
         if not db_path.is_file():
             raise InputError(f"audit database {db_path} does not exist")
 
-    async def fetch(engine: AsyncEngine, after: int) -> list[AuditRecord]:
+    async def fetch(engine: AsyncEngine, after: int | None) -> list[AuditRecord]:
         return await read_records(engine, after_id=after, since=since, limit=page)
 
     engine = create_engine_for(url)
     loop = asyncio.new_event_loop()
     try:
-        after = 0
+        after: int | None = None  # ids start below 0 for an older release's migrated records
         while True:
             try:
                 records = loop.run_until_complete(fetch(engine, after))
             except Exception as exc:  # database errors of any driver
                 raise GuardError(f"cannot read the audit log: {str(exc).splitlines()[0][:200]}") from None
             for rec in records:
-                after = rec.id or after
+                after = rec.id if rec.id is not None else after
                 event = audit_event(rec)
                 # an aggregated row (repeated refusals of one client for one reason in one interval)
                 # stands for `count` requests; rules count them as such (bounded per row)

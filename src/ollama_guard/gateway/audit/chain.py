@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ollama_guard.gateway.audit.legacy import migrate as migrate_legacy
 from ollama_guard.gateway.audit.record import canonical, stored_values
 from ollama_guard.gateway.db import (
     GENESIS_MAC,
@@ -104,7 +105,7 @@ async def register_writer(conn: AsyncConnection, key: bytes, writer: str) -> tup
     if head is not None:
         return head
     now = now_naive()
-    await _adopt_legacy_head(conn, key)
+    await migrate_legacy(conn, key)  # an older release's og_audit_log, once
     await conn.execute(
         insert(audit_writers_table).values(
             writer=writer, started=now, updated=now, seq=0, mac=GENESIS_MAC,
@@ -114,26 +115,6 @@ async def register_writer(conn: AsyncConnection, key: bytes, writer: str) -> tup
     )
     await append_checkpoint(conn, key, writer, 0, GENESIS_MAC)
     return 0, GENESIS_MAC
-
-
-async def _adopt_legacy_head(conn: AsyncConnection, key: bytes) -> None:
-    """A database from before the checkpoint chain has an old single-chain head in og_state (its
-    records stay in the old og_audit_log table): the checkpoint chain then starts at that head, as if
-    everything before it had been pruned, instead of looking cut off at its start."""
-    if (await conn.execute(select(audit_checkpoints_table.c.id).limit(1))).first() is not None:
-        return
-    state = (await conn.execute(select(state_table.c.audit_seq, state_table.c.audit_mac)
-                                .where(state_table.c.id == 1))).one()
-    if not state.audit_seq:
-        return
-    if (await conn.execute(select(audit_writers_table.c.writer).limit(1))).first() is not None:
-        return  # not a first start after the upgrade: checkpoints were removed, and verify must say so
-    now = now_naive()
-    seq, mac = int(state.audit_seq), state.audit_mac
-    await conn.execute(insert(audit_writers_table).values(
-        writer=CHECKPOINT_WRITER, started=now, updated=now, seq=0, mac=GENESIS_MAC, head_mac="-",
-        closed=True, base_seq=seq, base_mac=mac, base_time=now,
-        base_anchor_mac=base_anchor_mac(key, CHECKPOINT_WRITER, seq, mac)))
 
 
 async def append_records(

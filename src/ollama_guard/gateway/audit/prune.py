@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.audit.chain import CHECKPOINT_WRITER, base_anchor_mac, now_naive
+from ollama_guard.gateway.audit.legacy import migrate as migrate_legacy
 from ollama_guard.gateway.audit.record import utc_naive
 from ollama_guard.gateway.audit.verify import verify_chain
 from ollama_guard.gateway.db import (
@@ -48,6 +49,7 @@ async def prune_before(engine: AsyncEngine, secret: bytes, before: datetime) -> 
     cutoff = utc_naive(before)
     records = checkpoints = touched = 0
     async with immediate(engine).begin() as conn:
+        await migrate_legacy(conn, key)  # an older release's og_audit_log is pruned like any chain
         writers = (
             await conn.execute(
                 select(audit_writers_table).where(audit_writers_table.c.writer != CHECKPOINT_WRITER)

@@ -20,12 +20,15 @@ log = logging.getLogger(__name__)
 async def read_records(
     engine: AsyncEngine,
     *,
-    after_id: int = 0,
+    after_id: int | None = None,
     since: datetime | None = None,
     limit: int | None = None,
 ) -> list[AuditRecord]:
-    """Records in the order they were written (``id``), after ``after_id``."""
-    query = select(audit_table).where(audit_table.c.id > after_id).order_by(audit_table.c.id)
+    """Records in the order they were written (``id``; an older release's migrated records have ids
+    below 0), after ``after_id`` (from the first when None)."""
+    query = select(audit_table).order_by(audit_table.c.id)
+    if after_id is not None:
+        query = query.where(audit_table.c.id > after_id)
     if since is not None:
         query = query.where(audit_table.c.time >= utc_naive(since))
     if limit is not None:

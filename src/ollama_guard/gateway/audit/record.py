@@ -240,7 +240,7 @@ def row_values(row: Any) -> dict[str, Any]:
         "status": row.status,
         "decision": row.decision,
         "reason": row.reason,
-        "count": row.count,
+        "count": row._mapping.get("count", 1),  # the old releases' og_audit_log has no count
         "bytes_in": row.bytes_in,
         "bytes_out": row.bytes_out,
         "tokens": row.tokens,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +30,15 @@ from ollama_guard.gateway.audit.chain import (
     checkpoint_mac,
     record_mac,
     writer_head_mac,
+)
+from ollama_guard.gateway.audit.legacy import (
+    LEGACY_WRITER,
+    UNAUTHENTIC_LEGACY_HEAD,
+    has_legacy_table,
+    legacy_anchor,
+    legacy_mac,
+    legacy_table,
+    pipeline_started,
 )
 from ollama_guard.gateway.audit.record import row_values, time_text
 from ollama_guard.gateway.db import (
@@ -61,6 +71,7 @@ class VerifyResult:
     problems: tuple[Problem, ...] = ()
     checkpoint_id: int = 0
     checkpoint_mac: str | None = None
+    legacy: int = 0  # of them, records of an older release's single chain (writer ~legacy)
 
     @property
     def intact(self) -> bool:
@@ -73,7 +84,8 @@ class VerifyResult:
     def summary(self) -> str:
         if self.intact:
             plural = "" if self.writers == 1 else "s"
-            return f"intact ({self.count} records, {self.writers} writer{plural})"
+            older = f"; {self.legacy} from before the upgrade, writer {LEGACY_WRITER}" if self.legacy else ""
+            return f"intact ({self.count} records, {self.writers} writer{plural}{older})"
         lines = [p.detail for p in self.problems[:50]]
         if len(self.problems) > 50:
             lines.append(f"… and {len(self.problems) - 50} more problems")
@@ -121,13 +133,30 @@ async def _verify(conn: AsyncConnection, key: bytes, secret: bytes, page_size: i
             "the server secret is not the one this audit log was written with; "
             "use the gateway's secret_file or OLLAMA_GUARD_SECRET"
         )
-    writers = {r.writer: r for r in (await conn.execute(select(audit_writers_table))).all()}
     problems: list[Problem] = []
+    if not await pipeline_started(conn):  # a new database, or an older release's not upgraded yet
+        anchor = await legacy_anchor(conn, key)
+        if anchor is None and not await has_legacy_table(conn):
+            return VerifyResult(0, 0)
+        head = _legacy_head(*(anchor or (0, GENESIS_MAC, True)))
+        count = await _verify_writer(conn, key, head, _Checkpoints(), page_size, problems,
+                                     old_table=await has_legacy_table(conn))
+        return VerifyResult(count, 1, tuple(problems), legacy=count)
+    writers = {r.writer: r for r in (await conn.execute(select(audit_writers_table))).all()}
     checkpoints = await _verify_checkpoints(conn, key, state, writers.get(CHECKPOINT_WRITER), problems)
-    count = 0
+    count = legacy = 0
     real = {w: r for w, r in writers.items() if w != CHECKPOINT_WRITER}
     for name in sorted(real):
-        count += await _verify_writer(conn, key, real[name], checkpoints, page_size, problems)
+        n = await _verify_writer(conn, key, real[name], checkpoints, page_size, problems)
+        count += n
+        legacy += n if name == LEGACY_WRITER else 0
+    if LEGACY_WRITER in real:
+        _check_legacy_anchor(real[LEGACY_WRITER], writers.get(CHECKPOINT_WRITER), problems)
+    elif await has_legacy_table(conn):  # upgraded, not migrated yet: the old table, read as it is
+        head = _legacy_head(*(await legacy_anchor(conn, key) or (0, GENESIS_MAC, True)))
+        legacy = await _verify_writer(conn, key, head, checkpoints, page_size, problems, old_table=True)
+        count += legacy
+        real[LEGACY_WRITER] = head
     for name, (seq, _mac, cp_id, when) in sorted(checkpoints.last.items()):
         if name not in real and seq > 0:
             problems.append(_missing(name, 1, seq, None, when,
@@ -140,7 +169,26 @@ async def _verify(conn: AsyncConnection, key: bytes, secret: bytes, page_size: i
     for name in stray:
         detail = f"records of unknown writer {name} (added outside the gateway)"
         problems.append(Problem(name, "head", 0, detail))
-    return VerifyResult(count, len(real), tuple(problems), int(state.audit_seq), state.audit_mac)
+    return VerifyResult(count, len(real), tuple(problems), int(state.audit_seq), state.audit_mac, legacy)
+
+
+def _legacy_head(seq: int, mac: str, authentic: bool) -> Any:
+    """The old chain's head as a writer row (for a log not migrated yet)."""
+    return SimpleNamespace(writer=LEGACY_WRITER, seq=seq, mac=mac, head_mac=None, authentic=authentic,
+                           base_seq=0, base_mac=GENESIS_MAC, base_time=None, base_anchor_mac=None,
+                           updated=None)
+
+
+def _check_legacy_anchor(head: Any, base: Any, problems: list[Problem]) -> None:
+    """The checkpoint chain starts where the old chain ended (until checkpoints are pruned past it)."""
+    if base is None or not head.seq:
+        return
+    if int(base.base_seq) < int(head.seq) or (
+        int(base.base_seq) == int(head.seq) and not hmac.compare_digest(base.base_mac, head.mac)
+    ):
+        problems.append(Problem(LEGACY_WRITER, "head", int(head.seq),
+                                f"writer {LEGACY_WRITER}: the checkpoint chain does not start at the old "
+                                f"log's head (record {head.seq})"))
 
 
 async def _verify_checkpoints(conn: AsyncConnection, key: bytes, state: Any, base: Any,
@@ -186,24 +234,36 @@ async def _verify_checkpoints(conn: AsyncConnection, key: bytes, state: Any, bas
     return out
 
 
-def _true_seq(key: bytes, row: Any, values: dict[str, Any]) -> int | None:
+def _true_seq(mac_of: Any, row: Any, values: dict[str, Any]) -> int | None:
     for delta in range(1, _REORDER_WINDOW + 1):
         for candidate in (row.seq + delta, row.seq - delta):
-            if candidate >= 1 and hmac.compare_digest(
-                record_mac(key, row.prev_mac, row.writer, candidate, values), row.mac
-            ):
+            if candidate >= 1 and hmac.compare_digest(mac_of(row.prev_mac, candidate, values), row.mac):
                 return candidate
     return None
 
 
 async def _verify_writer(conn: AsyncConnection, key: bytes, head: Any, checkpoints: _Checkpoints,
-                         page_size: int, problems: list[Problem]) -> int:
+                         page_size: int, problems: list[Problem], *, old_table: bool = False) -> int:
+    """Walk one writer's chain; ``old_table``: the old releases' og_audit_log (not migrated yet)."""
     writer = head.writer
+    legacy = writer == LEGACY_WRITER
+    table = legacy_table if old_table else audit_table
 
     def problem(kind: str, at: int, detail: str) -> None:
         problems.append(Problem(writer, kind, at, f"writer {writer}: {detail}"))
 
-    if not hmac.compare_digest(writer_head_mac(key, writer, head.seq, head.mac), head.head_mac):
+    def mac_of(prev: str, seq: int, values: dict[str, Any]) -> str:
+        if legacy:  # the old releases' MAC (no writer, no count in it)
+            return legacy_mac(key, prev, seq, values)
+        return record_mac(key, prev, writer, seq, values)
+
+    if old_table:
+        if not head.authentic:
+            problem("head", head.seq, "the old log's head does not match its MAC (og_state was edited)")
+    elif head.head_mac == UNAUTHENTIC_LEGACY_HEAD:
+        problem("head", head.seq, "the old log's head did not match its MAC when it was migrated "
+                "(og_state was edited before the upgrade)")
+    elif not hmac.compare_digest(writer_head_mac(key, writer, head.seq, head.mac), head.head_mac):
         problem("head", head.seq, "its head was altered (MAC does not match)")
     prev_seq, prev_mac, prev_time = int(head.base_seq), head.base_mac, head.base_time
     if prev_seq and not hmac.compare_digest(base_anchor_mac(key, writer, prev_seq, prev_mac),
@@ -214,9 +274,9 @@ async def _verify_writer(conn: AsyncConnection, key: bytes, head: Any, checkpoin
     while True:
         rows = (
             await conn.execute(
-                select(audit_table)
-                .where(audit_table.c.writer == writer, audit_table.c.seq > prev_seq)
-                .order_by(audit_table.c.seq)
+                select(table)
+                .where(table.c.seq > prev_seq, *([] if old_table else [audit_table.c.writer == writer]))
+                .order_by(table.c.seq)
                 .limit(page_size)
             )
         ).all()
@@ -229,8 +289,10 @@ async def _verify_writer(conn: AsyncConnection, key: bytes, head: Any, checkpoin
             if row.seq != prev_seq + 1:
                 why = "lost before they reached the log" if linked else "deleted from the log"
                 problems.append(_missing(writer, prev_seq + 1, row.seq - 1, prev_time, values["time"], why))
-            if not hmac.compare_digest(record_mac(key, row.prev_mac, writer, row.seq, values), row.mac):
-                true_seq = _true_seq(key, row, values)
+            if legacy and values["count"] != 1:  # the old MAC does not cover count: it can only be 1
+                problem("edited", row.seq, f"record {row.seq} has a count the old log never had (edited)")
+            elif not hmac.compare_digest(mac_of(row.prev_mac, row.seq, values), row.mac):
+                true_seq = _true_seq(mac_of, row, values)
                 if true_seq is not None:
                     problem("reordered", row.seq, f"record {row.seq} holds the content of record {true_seq}")
                 else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,12 @@ def _time(text: str) -> datetime | None:
     return value
 
 
+def _int(text: str) -> int | None:
+    """A row id from the query (below 0 for an older release's migrated records), or None."""
+    text = text.strip()
+    return int(text) if re.fullmatch(r"-?[0-9]{1,18}", text) else None
+
+
 def _filter(query: dict[str, str]) -> AuditFilter:
     before = query.get("before", "")
     decision = query.get("decision", "")
@@ -46,7 +53,7 @@ def _filter(query: dict[str, str]) -> AuditFilter:
         decision=decision if decision in DECISIONS else "",
         since=_time(query.get("since", "")),
         until=_time(query.get("until", "")),
-        before_seq=int(before) if before.isdigit() else None,
+        before_seq=_int(before),
     )
 
 
