@@ -225,8 +225,8 @@ def test_fast_scanner_counts_per_minute_like_the_parser(tmp_path: Path, monkeypa
 
 
 def test_a_client_counts_per_minute_then_per_hour(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollama_guard.investigate import engine
-    from ollama_guard.investigate.engine import ClientTally
+    from ollama_guard.investigate import tally as tally_module
+    from ollama_guard.investigate.tally import ClientTally
 
     tally = ClientTally("203.0.113.9", "public")
     assert tally.per_minute == {}
@@ -235,7 +235,7 @@ def test_a_client_counts_per_minute_then_per_hour(monkeypatch: pytest.MonkeyPatc
     assert tally.per_minute == {600: 3} and tally.histogram is None  # one minute: no dict
     tally.count_at(601)
     assert tally.per_minute == {600: 3, 601: 1}
-    monkeypatch.setattr(engine, "MAX_HISTOGRAM_KEYS", 3)
+    monkeypatch.setattr(tally_module, "MAX_HISTOGRAM_KEYS", 3)
     tally.count_at(662)
     tally.count_at(725, 5)  # a fourth minute: the client goes per hour, nothing lost
     assert tally.hourly and tally.per_minute == {600: 4, 660: 1, 720: 5}
