@@ -894,11 +894,11 @@ def test_the_endpoint_catalog_is_a_second_gate_behind_the_probe_allowlist(
     catalog classes as admin/compute/outbound is still never sent."""
     import re
 
-    from ollama_guard.scan import probes
+    from ollama_guard.scan import gate
 
-    monkeypatch.setattr(probes, "_FORBIDDEN", re.compile(r"(?!)"))
+    monkeypatch.setattr(gate, "_FORBIDDEN", re.compile(r"(?!)"))
     monkeypatch.setattr(
-        probes, "_ALLOWED", probes.allowed_probes() | {("POST", "/api/pull"), ("DELETE", "/api/delete")}
+        gate, "_ALLOWED", gate.allowed_probes() | {("POST", "/api/pull"), ("DELETE", "/api/delete")}
     )
     for method, path in [("POST", "/api/pull"), ("DELETE", "/api/delete")]:
         with pytest.raises(ProbeNotAllowed, match="catalog"):

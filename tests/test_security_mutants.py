@@ -12,7 +12,7 @@ from ollama_guard.gateway.stages.authorise import role_allows
 from ollama_guard.gateway.stages.client import client_address
 from ollama_guard.ollama.gojson import BodyError, parse_body
 from ollama_guard.ollama.names import canonical_model_name
-from ollama_guard.scan import probes
+from ollama_guard.scan import gate
 
 
 # --- model patterns: fullmatch, never match ---------------------------------------------------------
@@ -110,18 +110,18 @@ def test_the_deny_list_alone_refuses_every_state_changing_or_compute_route(
 ) -> None:
     # the allowlist and the catalog's second opinion out of the way: only the deny-list decides
     every_method = frozenset({(m, path) for m in ("GET", "POST", "HEAD", "OPTIONS")})
-    monkeypatch.setattr(probes, "_ALLOWED", every_method)
-    monkeypatch.setattr(probes, "match_endpoint", lambda _method, _path: None)
+    monkeypatch.setattr(gate, "_ALLOWED", every_method)
+    monkeypatch.setattr(gate, "match_endpoint", lambda _method, _path: None)
     for method in ("GET", "POST", "HEAD"):
-        with pytest.raises(probes.ProbeNotAllowed, match="can change the target or spend compute"):
-            probes.check_probe(method, path)
+        with pytest.raises(gate.ProbeNotAllowed, match="can change the target or spend compute"):
+            gate.check_probe(method, path)
 
 
 @pytest.mark.parametrize("path", ["/api/tags", "/api/version", "/api/pullx", "/v1/models", "/api/ps", "/"])
 def test_the_deny_list_leaves_read_only_routes_alone(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(probes, "_ALLOWED", frozenset({("GET", path)}))
-    monkeypatch.setattr(probes, "match_endpoint", lambda _method, _path: None)
-    probes.check_probe("GET", path)
+    monkeypatch.setattr(gate, "_ALLOWED", frozenset({("GET", path)}))
+    monkeypatch.setattr(gate, "match_endpoint", lambda _method, _path: None)
+    gate.check_probe("GET", path)
 
 
 # --- listings: what cannot be decoded is an empty listing, never the bytes as they came ----------------
