@@ -31,7 +31,7 @@ def _status(gw: Gateway, path: str, headers: dict[str, str] | None = None) -> in
     return raw_request(gw.host, gw.port, http_bytes("GET", path, headers=headers), timeout=10).status
 
 
-def _wait_for(gw: Gateway, path: str, status: int, within: float = 8.0) -> None:
+def _wait_for(gw: Gateway, path: str, status: int, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     seen = None
     while time.monotonic() < deadline:

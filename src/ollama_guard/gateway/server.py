@@ -6,6 +6,8 @@
   starts, so a bad `--db` or secret file ends the command with a one-line error.
 * uvicorn runs with uvloop and httptools; our protocol subclass records whether the request target
   was in origin form (`/path`) so the app can refuse absolute-form targets (`GET http://x/api/tags`).
+* How it stops (SIGTERM: not ready, drain window, graceful shutdown, no queued connection reset) is
+  `gateway/shutdown.py`.
 """
 
 from __future__ import annotations
@@ -14,20 +16,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
 
 from ollama_guard.errors import GuardError
 from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.config import GatewayConfig
+from ollama_guard.gateway.drain import ListenerDrain
+from ollama_guard.gateway.shutdown import DrainingServer, DrainingSupervisor, drain_tls_context
 
 READY_PREFIX = "ollama-guard gateway listening on "
 _CONFIG_ENV = "OLLAMA_GUARD__SERVE_CONFIG_JSON"
@@ -88,7 +88,11 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
       bytes forever — slowloris);
     * writes of one event-loop step are sent together (`_CoalescingTransport`);
     * size caps on the request target and the header block (llhttp has none): past them the parser
-      callback fails, and uvicorn answers 400 and closes the connection.
+      callback fails, and uvicorn answers 400 and closes the connection;
+    * at shutdown, a connection that has not yet sent a whole request head (accepted a moment ago,
+      its request maybe on the way) is not closed at once — that would reset it with its request
+      unread — but gets `first_request_grace` seconds to send it; it is then served, with
+      `Connection: close`.
     """
 
     header_timeout: ClassVar[float] = 30.0
@@ -101,6 +105,8 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: ClassVar[int] = 64 * 1024
     _header_deadline: asyncio.TimerHandle | None = None
     _header_bytes = 0
+    first_request_grace: ClassVar[float] = 2.0
+    _shutting_down = False
 
     def on_message_begin(self) -> None:
         self._header_bytes = 0
@@ -139,6 +145,15 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
         self.scope["ollama_guard.origin_form"] = self.url.startswith(b"/")  # type: ignore[typeddict-unknown-key]
         self.scope["ollama_guard.connection"] = self.conn_state  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
+        if self._shutting_down and self.cycle is not None:
+            self.cycle.keep_alive = False  # the one request a connection gets during shutdown
+
+    def shutdown(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self._shutting_down = True  # no request yet: wait a moment for it rather than reset it
+            self._arm_header_deadline(self.first_request_grace)
+            return
+        super().shutdown()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -158,12 +173,14 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
                 self.open_per_client.pop(client, None)
         super().connection_lost(exc)
 
-    def _arm_header_deadline(self) -> None:
+    def _arm_header_deadline(self, limit: float | None = None) -> None:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
         timeout = self.header_timeout
         if not self.conn_state["authenticated"]:  # an idle connection nobody has vouched for
             timeout = min(timeout, self.unauthenticated_timeout)
+        if limit is not None:
+            timeout = min(timeout, limit)
         self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
@@ -265,25 +282,6 @@ def _url(config: GatewayConfig, sock: socket.socket) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-class _DrainingSupervisor(Multiprocess):
-    """uvicorn's worker supervisor, except that SIGTERM gives the workers `shutdown_delay` seconds (they
-    are not ready from the signal on, still serving) before they are told to stop."""
-
-    shutdown_delay = 0.0
-    _term_at: float | None = None
-
-    def handle_term(self) -> None:
-        if self._term_at is None and self.shutdown_delay > 0:
-            self._term_at = time.monotonic()
-            for process in self.processes:  # not ready at once, in every worker
-                with contextlib.suppress(OSError, ProcessLookupError):
-                    if process.pid is not None:
-                        os.kill(process.pid, signal.SIGTERM)
-            threading.Timer(self.shutdown_delay, self.should_exit.set).start()
-            return
-        self.should_exit.set()
-
-
 def create_app() -> GatewayApp:
     """Factory used by worker processes (`--workers N`): the configuration comes from the parent."""
     raw = os.environ.get(_CONFIG_ENV)
@@ -334,7 +332,9 @@ def serve(config: GatewayConfig) -> int:
         if config.workers == 1:
             app = GatewayApp(config)
             app.handle_signals = True
-            server = uvicorn.Server(_uvicorn_config(config, app))
+            server = DrainingServer(_uvicorn_config(config, app))
+            # the drain holds its own descriptor of the listening socket: uvicorn closes `sock`
+            server.drain = ListenerDrain(sock.dup(), drain_tls_context(config))
             announced = False
 
             def announce() -> None:
@@ -348,6 +348,8 @@ def serve(config: GatewayConfig) -> int:
                 server.run(sockets=[sock])
             except KeyboardInterrupt:
                 pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a clean stop
+            finally:
+                server.drain.finish()  # done already after a shutdown; closes the descriptor otherwise
             if not announced:
                 raise GuardError("the gateway could not start (see the messages above)")
             return 0
@@ -356,8 +358,9 @@ def serve(config: GatewayConfig) -> int:
             config, "ollama_guard.gateway.server:create_app", factory=True, workers=config.workers
         )
         print(f"{READY_PREFIX}{url}", flush=True)
-        supervisor = _DrainingSupervisor(uv_config, sockets=[sock])
+        supervisor = DrainingSupervisor(uv_config, sockets=[sock])
         supervisor.shutdown_delay = config.shutdown_delay
+        supervisor.drain = ListenerDrain(sock, drain_tls_context(config))
         try:
             supervisor.run()
         except KeyboardInterrupt:
