@@ -204,19 +204,19 @@ def test_fast_scanner_counts_per_minute_like_the_parser(tmp_path: Path, monkeypa
     """The chart's counts for the owner's bulk traffic (counted by the fast scanner without events) are
     the parser's, per minute: in time-ordered runs, by sorting (times out of order), and per quarter
     hour for blocks that span long."""
-    from ollama_guard.investigate import fastscan
+    from ollama_guard.investigate.fastscan import owners
     from test_investigate_gen import mixed_log
 
     path = tmp_path / "mixed.log"
     lines = mixed_log(6000)
     if how == "sorted":  # times jumping back and forth, hour after hour
-        monkeypatch.setattr(fastscan, "MAX_MINUTE_RUNS", 3)
+        monkeypatch.setattr(owners, "MAX_MINUTE_RUNS", 3)
         lines = lines[:2] + sorted(lines[2:], key=lambda line: line[-12:])
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     slow = _histograms(path, fast=False)
     assert sum(sum(h.values()) for h in slow.values()) > 4000 and len(slow["127.0.0.1"]) > 100
     if how == "quarter hours":
-        monkeypatch.setattr(fastscan, "COARSE_SPAN", 3600)
+        monkeypatch.setattr(owners, "COARSE_SPAN", 3600)
         fast = _histograms(path, fast=True)
         assert len(fast["127.0.0.1"]) < len(slow["127.0.0.1"])  # bulk counts went per quarter hour
         assert _quarters(fast) == _quarters(slow)

@@ -89,7 +89,7 @@ def test_fast_path_with_since_and_trusted(mixed: Path) -> None:
 def test_column_checks_in_runs_give_the_same_report(mixed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scanner checks gin columns a run of lines at a time (owners first seen in different runs,
     --since cut-offs inside a run) and splits the lines it hands on in its own process: no difference."""
-    monkeypatch.setattr(fastscan, "GIN_RUN", 97)
+    monkeypatch.setattr(fastscan.scan, "GIN_RUN", 97)
     nets = ["203.0.113.0/28"]
     assert report_for(mixed, fast=True, trusted=nets) == report_for(mixed, fast=False, trusted=nets)
     since = T + timedelta(hours=3)
