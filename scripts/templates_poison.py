@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from templates_poison_links import GO_LINK_STYLES, JINJA_LINK_STYLES
 from templates_poison_styles import GO_STYLES, JINJA_STYLES, Style
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     manifest = []
-    for kind, styles, ext in (("jinja", JINJA_STYLES, "jinja"), ("go", GO_STYLES, "gotmpl")):
+    for kind, styles, ext in (
+        ("jinja", JINJA_STYLES + JINJA_LINK_STYLES, "jinja"),
+        ("go", GO_STYLES + GO_LINK_STYLES, "gotmpl"),
+    ):
         pool = bases(args.benign, kind)
         dev = [p for p in pool if p.parent.parent.name == "dev"]
         held = [p for p in pool if p.parent.parent.name == "held_out"]
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             # every fourth variant on a held-out template; the rest spread over the development set
             source = held if number % 4 == 3 and held else dev
             base_path = source[(number * 7) % len(source)]
+            if style.base:
+                base_path = next((p for p in source if style.base in p.name), base_path)
             text = apply(style, base_path.read_text("utf-8"), kind)
             if text is None:
                 continue

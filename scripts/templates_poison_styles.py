@@ -77,6 +77,7 @@ class Style:
     clean: dict[str, Any] | None = field(default_factory=lambda: dict(CLEAN))
     expect: str = "payload"  # payload: the text reaches the prompt; sandbox: the sandbox must refuse it
     pad: int = 0
+    base: str = ""  # a name fragment: build on that template of the split (one that renders) if set
 
 
 def q(text: str) -> str:

@@ -421,7 +421,8 @@ def test_verify_finds_the_traces(store_check: tuple[dict[str, Any], int]) -> Non
     poisoned = [f for f in found.get("suspicious-template", []) if f["target"] == TARGET_MODEL]
     assert poisoned, found.get("suspicious-template")
     patterns = {h["pattern"] for h in poisoned[0]["evidence"]["hits"]}
-    assert {"override-instructions", "exfiltration"} & patterns and "url" in patterns
+    assert {"override-instructions", "exfiltration"} <= patterns
+    assert any("http://evil.example/c" in h.get("detail", "") for h in poisoned[0]["evidence"]["hits"])
     # the copy is a new model, the original is untouched by the copy
     added = {f["target"] for f in found.get("model-added", [])}
     assert any("evil.example" in t for t in added)

@@ -36,7 +36,9 @@ def test_poisoned_corpus_covers_every_style() -> None:
                    "loop-filter", "padded-word", "time-bomb", "turn-bomb", "tools-present", "plain-language",
                    "comment-in-word", "letter-spacing", "lookalike", "fullwidth", "spanish", "chinese",
                    "sandbox-attr", "sandbox-escapes", "past-1mib", "printf-assembly",
-                   "eq-content"):  # fmt: skip
+                   "eq-content", "git-identity-exfil", "contact-line-exfil", "cc-contact", "bcc-with-tools",
+                   "link-carries-data", "remote-instructions", "base64-url", "percent-url", "phishing-link",
+                   "obfuscated-address", "tool-error-exfil", "image-contact"):  # fmt: skip
         assert needed in styles, needed
     assert collections.Counter(v.split for v in variants)["held_out"] >= 15
     assert any(len(v.text) > 1024 * 1024 for v in variants)

@@ -16,6 +16,11 @@ from ollama_guard.verify.templates import check, known
 from support.template_corpus import benign, poisoned
 
 SPLITS = ("dev", "held_out")
+LINK_STYLES = {
+    "git-identity-exfil", "contact-line-exfil", "cc-contact", "bcc-with-tools", "link-carries-data",
+    "remote-instructions", "base64-url", "percent-url", "phishing-link", "obfuscated-address",
+    "tool-error-exfil", "image-contact",
+}  # fmt: skip
 MODES = ("alone", "dev-index")
 
 
@@ -80,3 +85,13 @@ def test_poisoned_variants_are_caught(split: str, mode: str) -> None:
     assert len(high) >= 0.75 * len(variants), sorted({v.id for v in variants} - high)
     if mode == "dev-index":  # what only a comparison with the known template can see
         assert {v.id for v in variants if v.style.startswith("plain-language")} <= high
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_data_moved_to_an_address_is_caught_at_high(mode: str) -> None:
+    """The variants written next to the benign mentions of an address (a git identity, a contact line, a
+    documentation link): every one high, while the real templates that mention addresses are not flagged."""
+    variants = [v for v in poisoned() if v.style in LINK_STYLES]
+    assert len(variants) >= 15
+    results = verdicts(variants, mode)
+    assert [v.id for v, r in results if not at_least(r, Severity.HIGH)] == []

@@ -264,7 +264,33 @@ def _template_finding(inv: Inventory, digest: str, source: str, length: int, ver
             },
             remediation="Nothing to do.",
         )
+    if verdict.severity == Severity.INFO:
+        return _notes(inv, digest, source, length, verdict)
     return _suspicious(inv, digest, source, length, verdict)
+
+
+def _notes(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
+    """Nothing suspicious, but worth a reviewer's glance: the links and addresses the template puts into the
+    prompt (a contact line, a configured identity), guidance added after failed tool calls."""
+    users = _users(inv, digest)
+    notes = "; ".join(f"{e.id}: {e.detail}" for e in verdict.evidence[:10])
+    return Finding(
+        rule="template-notes",
+        severity=Severity.INFO,
+        target=users[0] if len(users) == 1 else str(inv.blobs[digest].path),
+        title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} judged clean, with notes "
+        f"({', '.join(sorted({e.id for e in verdict.evidence}))})",
+        detail=f"The {source} shows no sign of poisoning. Noted: {notes}.",
+        evidence={
+            "source": source,
+            "digest": digest,
+            "models": users,
+            "length": length,
+            "family": verdict.family,
+            "hits": [dict(e.as_dict(), pattern=e.id, excerpt=e.payload) for e in verdict.evidence[:20]],
+        },
+        remediation="Nothing to do if the addresses are the publisher's own.",
+    )
 
 
 def _suspicious(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:

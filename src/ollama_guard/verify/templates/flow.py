@@ -66,6 +66,8 @@ class Gate:
     kind: str  # content | date | count | tools
     text: str  # the condition, readable
     line: int
+    words: tuple[str, ...] = ()  # content gates: the word-bearing constants the content is compared with
+    negated: bool = False  # `not in` / `!=`: the text sits where the word is absent (or in its else branch)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ def merge(a: Val, b: Val) -> Val:
     )
 
 
+def bearing_words(val: Val) -> tuple[str, ...]:
+    """The literals of `val` that hold a word (see `word_bearing`)."""
+    return tuple(lit for lit in val.lits if word_bearing(Val(lits=(lit,))))[:16]
+
+
 def word_bearing(val: Val) -> bool:
     """Does the value hold a word (not a special token, tag, `/command` or content-part key)?"""
     if "msgs" in val.taint or "msg" in val.taint or "content" in val.taint:
@@ -135,6 +142,40 @@ def word_bearing(val: Val) -> bool:
         if _WORD.search(text):
             return True
     return False
+
+
+# A tool result tested for its own failure ('"error": true', 'traceback', 'command not found'): agent
+# templates add retry guidance after failed calls. Such a trigger fires in every test with a failing tool,
+# so it hides nothing, and the tool output it looks at is already in the prompt.
+_FAILURE = re.compile(
+    r"\b(?:errors?|errno|exceptions?|traceback|fail(?:s|ed|ure)?|invalid|denied|refused|timed\s*out|timeout"
+    r"|fatal|panic|unsuccessful|not\s+found|no\s+such|cannot|unable|could\s+not)\b",
+    re.IGNORECASE,
+)
+_STATUS_WORDS = frozenset(
+    "error errors errno exception exceptions traceback fail fails failed failure invalid denied refused "
+    "timed timeout out fatal panic unsuccessful not found no such cannot unable could to command status "
+    "syntax true false code exit permission access file directory module named key value type name index "
+    "attribute runtime http request response connection tool call returned result unknown missing bad the "
+    "a an is was has been did does with of for in on at by recent most last".split()
+)
+
+
+def status_gated(gates: frozenset[Gate]) -> bool:
+    """Is text under these tool-content gates guidance after a failed tool call: at least one test of the
+    result for a failure, every other one a failure test too or an exclusion (`'took ' not in content`)?"""
+    return any(failure_check(g) for g in gates) and all(failure_check(g) or g.negated for g in gates)
+
+
+def failure_check(gate: Gate) -> bool:
+    """Is this a tool result tested for a failure (every compared constant an error/status phrase)?"""
+    if gate.kind != "tool-content" or gate.negated or not gate.words:
+        return False
+    for lit in gate.words:
+        words = re.findall(r"[^\W\d_]+", lit.lower())
+        if not words or not _FAILURE.search(lit) or any(w not in _STATUS_WORDS for w in words):
+            return False
+    return True
 
 
 def inserts_words(old: Val, new: Val, more: int = 3) -> bool:
@@ -205,7 +246,9 @@ class Analysis:
         for tool results they are `tool-content` triggers (judged medium, not high)."""
         if control or tool:
             kind = "control" if control else "tool-content"
-            gates = frozenset(Gate(kind, g.text, g.line) if g.kind == "content" else g for g in gates)
+            gates = frozenset(
+                Gate(kind, g.text, g.line, g.words, g.negated) if g.kind == "content" else g for g in gates
+            )
         for gate in gates:
             if gate not in self.gates_seen and len(self.gates_seen) < 100:
                 self.gates_seen.append(gate)

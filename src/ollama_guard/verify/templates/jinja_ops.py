@@ -17,6 +17,7 @@ from ollama_guard.verify.templates.flow import (
     UNKNOWN,
     Gate,
     Val,
+    bearing_words,
     const,
     fold_method,
     inserts_words,
@@ -149,12 +150,15 @@ def text(node: nodes.Node | None) -> str:
 
 def trigger(left: Val, right: Val, op: str, label: str, line: int) -> Gate | None:
     """The trigger a comparison of `left` with `right` makes, if any (`label`: the condition as written)."""
-    if (is_content(left) and word_bearing(right)) or (is_content(right) and word_bearing(left)):
-        return Gate("content", label, line)
-    if ("toolcontent" in left.taint and word_bearing(right)) or (
-        "toolcontent" in right.taint and word_bearing(left)
-    ):
-        return Gate("tool-content", label, line)
+    negated = op in ("notin", "ne")
+    if is_content(left) and word_bearing(right):
+        return Gate("content", label, line, bearing_words(right), negated)
+    if is_content(right) and word_bearing(left):
+        return Gate("content", label, line, bearing_words(left), negated)
+    if "toolcontent" in left.taint and word_bearing(right):
+        return Gate("tool-content", label, line, bearing_words(right), negated)
+    if "toolcontent" in right.taint and word_bearing(left):
+        return Gate("tool-content", label, line, bearing_words(left), negated)
     if "date" in left.taint or "date" in right.taint:
         return Gate("date", label, line)
     if "countmod" in left.taint or "countmod" in right.taint:
@@ -350,7 +354,9 @@ def settings(node: nodes.Node, val: Val, other_node: nodes.Node, other: Val) -> 
     contents = _bases(node, "content")
     if not contents or not all(any(c == s for s in systems) for c in contents):
         return val
-    gates = frozenset(Gate("control", g.text, g.line) if g.kind == "content" else g for g in val.gates)
+    gates = frozenset(
+        Gate("control", g.text, g.line, g.words, g.negated) if g.kind == "content" else g for g in val.gates
+    )
     return Val(val.const, val.lits, val.taint, gates)
 
 

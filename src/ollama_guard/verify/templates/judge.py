@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ollama_guard.findings import Severity
 from ollama_guard.verify.templates import prose
-from ollama_guard.verify.templates.flow import HARD_KINDS, SOFT_KINDS, Analysis, Gate
+from ollama_guard.verify.templates.flow import HARD_KINDS, SOFT_KINDS, Analysis, Gate, status_gated
 from ollama_guard.verify.templates.normalise import visible
 
 PAYLOAD_CHARS = 400
@@ -100,14 +100,17 @@ def judge_analysis(kind: str, source: str, analysis: Analysis, verdict: Verdict 
         if not judged.prose.strip() and not hard:
             continue
         if soft and not hard and judged.words >= 1:
+            status = status_gated(soft)
             verdict.add(
                 Evidence(
-                    "triggered-text",
-                    Severity.MEDIUM,
+                    "tool-status-text" if status else "triggered-text",
+                    Severity.INFO if status else Severity.MEDIUM,
                     *position(source, emit.line, emit.text),
                     visible(judged.prose[:PAYLOAD_CHARS]),
                     describe(soft),
-                    "text that reaches the prompt only when a tool result contains the words",
+                    "guidance added after a tool result that reports a failure (judged as prose only)"
+                    if status
+                    else "text that reaches the prompt only when a tool result contains the words",
                 )
             )
         line, column = position(source, emit.line, emit.text)
@@ -145,10 +148,16 @@ def judge_analysis(kind: str, source: str, analysis: Analysis, verdict: Verdict 
                     column,
                     payload,
                     describe(emit.gates),
-                    f"matched: {visible(hit.matched)}",
+                    _detail(hit),
                 )
             )
     return verdict
+
+
+def _detail(hit: prose.ProseHit) -> str:
+    if hit.link:
+        return f"{visible(hit.link)} in: {visible(hit.matched)}"
+    return f"matched: {visible(hit.matched)}"
 
 
 def judge_text(kind: str, text: str, verdict: Verdict | None = None, line: int = 1) -> Verdict:
@@ -159,6 +168,6 @@ def judge_text(kind: str, text: str, verdict: Verdict | None = None, line: int =
         at = judged.prose.find(hit.matched[:24]) if hit.matched else -1
         snippet = judged.prose[max(0, at - 80) : at + 200] if at >= 0 else judged.prose[:PAYLOAD_CHARS]
         verdict.add(
-            Evidence(hit.id, hit.severity, line, 1, visible(snippet), "", f"matched: {visible(hit.matched)}")
+            Evidence(hit.id, hit.severity, line, 1, visible(snippet), "", _detail(hit))
         )
     return verdict

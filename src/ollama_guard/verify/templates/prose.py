@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass
 
 from ollama_guard.findings import Severity
+from ollama_guard.verify.templates.links import judge_links
 from ollama_guard.verify.templates.normalise import Normalised, normalise
 
 _STRUCTURE = re.compile(
     r"<[|｜][^<>\n]{0,80}?[|｜]>"  # <|im_start|>, <｜User｜>
     r"|<[|｜]?[\w.:\-]{1,40}[|｜]>|<[|｜][\w.:\-]{1,40}>"  # <|channel>, <turn|>
-    r"|</?\s*[A-Za-z_][\w.:\-]{0,40}(?:\s[^<>]{0,200})?\s*/?>"  # <think>, </tool_call>, <start_of_turn>
+    r"|</?\s*[A-Za-z_][\w.:\-]{0,40}(?:\s(?![^<>]{0,200}\b(?:src|href|data)\s*=)[^<>]{0,200})?\s*/?>"
+    # <think>, </tool_call>, <start_of_turn> (not <img src=…>, <a href=…>: what they link to is judged)
     r"|</?[|｜][\w.:\-]{1,40}[|｜][A-Za-z_][\w.:\-]{0,40}"  # <｜DSML｜invoke name="$NAME">: no prose inside
     r"(?:\s+[A-Za-z_][\w\-]{0,40}=\"[\w$.|\-]{0,80}\")*\s*/?>"
     r"|\[/?[A-Z_]{2,30}\]"  # [INST], [/TOOL_CALLS]
@@ -77,8 +79,7 @@ CLASSES: tuple[ProseClass, ...] = (
         "exfiltration",
         Severity.HIGH,
         _c(
-            r"!\[[^\]]{0,100}\]\(\s*(?:https?:)?//|<img\b[^>]{0,200}\bsrc\s*="
-            r"|\b(?:send|post|upload|forward|transmit|leak|exfiltrat\w*|copy|append|include|encode|embed|put)\b"
+            r"\b(?:send|post|upload|forward|transmit|leak|exfiltrat\w*|copy|append|include|encode|embed|put)\b"
             + _NEAR
             + r"\b(?:conversation|chat history|messages?|prompts?|user'?s?\s+(?:input|data|question|message|"
             r"request)s?|api\s*keys?|passwords?|credentials|secrets?|tokens?|environment variables|personal)"
@@ -86,7 +87,7 @@ CLASSES: tuple[ProseClass, ...] = (
             + r"(?:https?://|\burl\b|\blink\b|webhook|server|endpoint|e-?mail|query string|image|address"
             r"|argument|parameter)"
         ),
-        "Phrasing that moves conversation data out (to a URL, an image link, a server).",
+        "Phrasing that moves conversation data out (to a server, an endpoint, a query string).",
     ),
     ProseClass(
         "code-injection",
@@ -115,16 +116,6 @@ CLASSES: tuple[ProseClass, ...] = (
         ),
         "Phrasing that steers answers (recommend a product, claim something, tell the user that …).",
     ),
-    ProseClass(
-        "url",
-        Severity.MEDIUM,
-        _c(
-            r"\b(?:https?|ftp|wss?)://[^\s\"'<>`)}]+|\bwww\.[a-z0-9-]+\.[a-z]{2,}"
-            r"|\b[a-z0-9][a-z0-9-]{1,60}(?:\.|\s?\[\.\]\s?|\s?\(\.\)\s?|\s(?:dot|\[dot\]|\(dot\))\s)"
-            r"(?:com|net|org|io|ru|cn|xyz|top|info|biz|co|me|app|dev|ly|sh|to|cc|tk)\b(?!\.\w)"
-        ),
-        "A link or a domain name (also spelt 'example dot com').",
-    ),
 )
 
 SIGN_SEVERITY = {
@@ -143,6 +134,7 @@ class ProseHit:
     id: str
     severity: Severity
     matched: str
+    link: str = ""
 
 
 @dataclass
@@ -170,6 +162,8 @@ def judge(text: str, *, structural: bool = True) -> ProseVerdict:
     hits: list[ProseHit] = []
     for sign in norm.signs:
         hits.append(ProseHit(sign, SIGN_SEVERITY.get(sign, Severity.MEDIUM), sign))
+    for link in judge_links(prose, norm.decoded):  # first: the evidence then names the address
+        hits.append(ProseHit(link.id, link.severity, link.matched, link.link))
     for cls in CLASSES:
         found = cls.pattern.search(prose)
         if found:
