@@ -17,6 +17,12 @@ Sources:
                          from ollama.com/library), unsloth/chat_templates.py (Jinja constants),
                          studio/backend/assets/chat_templates/*.jinja
   chujiezheng/chat_templates  chat_templates/*.jinja
+  ggml-org/llama.cpp     models/templates/*.jinja at LLAMACPP_COMMIT (b11312, the llama.cpp that
+                         llama-cpp-python 0.3.36 vendors): the llamacpp/ split, measured before the
+                         fixes it led to (docs/verify.md); the rate tests judge it alone or with an index
+                         of dev/ only, the shipped known-good index has it (issue 11 asks for it);
+                         --llamacpp-dir reads the same files from a directory instead (e.g. vendor/llama.cpp
+                         of `pip download --no-binary :all: llama-cpp-python==0.3.36`)
   EXTERNAL (below)       templates of fine-tunes and new families published in small repositories: the
                          external/ split, never in the known-good index, never used to tune the detector
 The corpus is split deterministically: a file whose name hashes to 0 mod 4 is held out (held_out/), the
@@ -185,6 +191,26 @@ def external(gitdir: Path, repo: str) -> Iterator[Item]:
                         yield Item("jinja", f"{name}-{label}", text, repo, path, commit, how, "external")
 
 
+# llama.cpp's test templates (the chat templates of the model families it supports, as their publishers
+# ship them): a split of their own, measured by the tree analysis alone (and with a dev-only index).
+LLAMACPP = "ggml-org/llama.cpp"
+LLAMACPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+
+
+def llamacpp(gitdir: Path | None, directory: Path | None = None) -> Iterator[Item]:
+    """models/templates/*.jinja at LLAMACPP_COMMIT, from the git directory or a checkout of that commit."""
+    if directory is not None:
+        found = (directory / "models" / "templates").glob("*.jinja")
+        paths = sorted(p.relative_to(directory).as_posix() for p in found)
+    else:
+        assert gitdir is not None
+        listing = git(gitdir, "ls-tree", "-r", "--name-only", LLAMACPP_COMMIT, "--", "models/templates/")
+        paths = sorted(p for p in listing.splitlines() if p.endswith(".jinja"))
+    for path in paths:
+        text = (directory / path).read_text("utf-8") if directory else show(gitdir, LLAMACPP_COMMIT, path)
+        yield Item("jinja", Path(path).stem, text, LLAMACPP, path, LLAMACPP_COMMIT, "file", "llamacpp")
+
+
 COLLECTORS = {
     "ollama/ollama": ollama,
     "unslothai/unsloth": unsloth,
@@ -253,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", action="append", default=[], help="owner/name=GITDIR (a bare git dir)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--llamacpp-dir", type=Path, help="llama.cpp tree at LLAMACPP_COMMIT")
     args = parser.parse_args(argv)
     mirrors = {}
     for spec in args.mirror:
@@ -264,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             items += collect(gitdir_for(repo, mirrors, Path(tmp)))
         for repo in EXTERNAL:
             items += external(gitdir_for(repo, mirrors, Path(tmp)), repo)
-    for sub in ("dev", "held_out", "external"):
+        if args.llamacpp_dir is not None:
+            items += llamacpp(None, args.llamacpp_dir)
+        else:
+            items += llamacpp(gitdir_for(LLAMACPP, mirrors, Path(tmp)))
+    for sub in ("dev", "held_out", "external", "llamacpp"):
         for old in (args.out / sub).glob("*/*"):
             old.unlink()
     count = write(items, args.out)

@@ -4,8 +4,8 @@
     python scripts/templates_corpus.py --mirror …    # first, to refresh the corpus from its sources
     python scripts/templates_index.py [--benign tests/data/templates/benign]
 
-Every Jinja and Go template of the dev and held_out splits becomes an entry (the external split stays out:
-it is the test of how the detector does on templates it has never seen): its family (the file name
+Every Jinja and Go template of the dev, held_out and llamacpp splits is an entry (the external split
+stays out: it is the test of how the detector does on templates it has never seen): its family (the file name
 without the source prefix and hash), its source (repository:path@commit from SOURCES.tsv) and its text.
 The output is deterministic (sorted, gzip without a timestamp).
 """

@@ -54,7 +54,7 @@ def at_least(verdict, level: Severity) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("split", (*SPLITS, "external"))
+@pytest.mark.parametrize("split", (*SPLITS, "external", "llamacpp"))
 def test_no_real_template_is_flagged_high(split: str, mode: str) -> None:
     samples = [s for s in benign() if s.split == split]
     assert len(samples) >= 10
