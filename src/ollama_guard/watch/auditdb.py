@@ -1,6 +1,8 @@
-"""Follow the gateway's audit log in its database by row id (insertion order): every row written after the
-watch started (or all of them with ``--from-start``), polled a few times a second. A database outage
-is reported once and waited out; no row is skipped when it comes back."""
+"""Follow the gateway's audit log in its database: every row written after the watch started (or all of
+them with ``--from-start``), polled a few times a second. New rows are followed per writer (its
+sequence numbers, see ``gateway.audit.follow``), not by row id: with several writers on PostgreSQL a
+row with a lower id can commit after one with a higher id, and following ids would skip it for good.
+A database outage is reported once and waited out; no row is skipped when it comes back."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ollama_guard.errors import GuardError, InputError
 from ollama_guard.investigate.events import Event
@@ -41,26 +43,33 @@ class AuditFollower:
         self.url = url
         self.from_start = from_start
         self.poll = poll
-        self.after: int | None = None  # the last sequence number handed on
+        self.follower: Any = None  # gateway.audit.follow.Follower, once started
+        # --from-start: rows up to each writer's head when the watch started are read by id first
+        self.history: dict[str, int] | None = None
+        self.after: int | None = None  # the last row id of that history read
 
-    async def _newest(self, engine: AsyncEngine) -> int:
-        from sqlalchemy import func, select
+    async def _start(self, engine: AsyncEngine, follow: bool) -> None:
+        from ollama_guard.gateway.audit.follow import Follower, all_heads, cursor_now, snapshot
 
-        from ollama_guard.gateway.db import audit_table
-
-        async with engine.connect() as conn:
-            return int((await conn.execute(select(func.max(audit_table.c.id)))).scalar() or 0)
+        async with snapshot(engine) as conn:
+            cursor = await cursor_now(conn)
+            if self.from_start or not follow:
+                self.history = await all_heads(conn)
+        self.follower = Follower(engine, cursor, limit=PAGE)
 
     async def _page(self, engine: AsyncEngine) -> list[Event]:
         from ollama_guard.gateway.audit import read_records
+        from ollama_guard.gateway.audit.record import row_to_record
 
-        assert self.after is not None
+        if self.history is None:
+            return [audit_event(row_to_record(r)) for r in await self.follower.poll()]
         records = await read_records(engine, after_id=self.after, limit=PAGE)
-        events = []
-        for rec in records:
-            self.after = max(self.after, int(rec.id or 0))
-            events.append(audit_event(rec))
-        return events
+        if not records:
+            self.history = None  # read up to where following began
+            return []
+        self.after = records[-1].id
+        heads = self.history
+        return [audit_event(r) for r in records if (r.seq or 0) <= heads.get(r.writer, -1)]
 
     async def run(self, sink: Callable[[list[Event]], None], notice: Callable[[str], None],
                   stop: asyncio.Event, *, follow: bool = True) -> None:
@@ -71,13 +80,16 @@ class AuditFollower:
         try:
             while not stop.is_set():
                 try:
-                    if self.after is None:
-                        self.after = 0 if self.from_start or not follow else await self._newest(engine)
+                    if self.follower is None:
+                        await self._start(engine, follow)
                     while True:
+                        reading_history = self.history is not None
                         events = await self._page(engine)
                         if events:
                             sink(events)
-                        if len(events) < PAGE:
+                        if not follow and self.history is None:
+                            break  # --once: everything up to the start was read
+                        if not reading_history and len(events) < PAGE:
                             break
                     if down:
                         notice("audit database is readable again")

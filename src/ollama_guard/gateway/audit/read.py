@@ -1,4 +1,5 @@
-"""Reading the audit log back: ``logs tail`` and ``investigate --audit-db`` (in insertion order)."""
+"""Reading the audit log back: ``logs tail`` and ``investigate --audit-db`` (in insertion order; following
+new records goes through ``follow``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ollama_guard.gateway.audit.follow import Follower, cursor_now, snapshot
 from ollama_guard.gateway.audit.record import AuditRecord, row_to_record, utc_naive
 from ollama_guard.gateway.db import audit_table, short_db_error
 
@@ -40,25 +42,22 @@ async def read_records(
 async def tail(
     engine: AsyncEngine, n: int = 20, follow: bool = False, *, poll_interval: float = 0.5
 ) -> AsyncIterator[AuditRecord]:
-    """The last ``n`` records, oldest first; with ``follow``, then every new record as it is written."""
-    async with engine.connect() as conn:
-        newest = (await conn.execute(select(func.max(audit_table.c.id)))).scalar() or 0
-        first = (
-            await conn.execute(
-                select(audit_table.c.id).order_by(audit_table.c.id.desc()).offset(max(0, n - 1)).limit(1)
-            )
-        ).scalar()
-    start = (first - 1) if (first is not None and n > 0) else (newest if n <= 0 else 0)
-    for record in await read_records(engine, after_id=start):
-        start = record.id or start
-        yield record
+    """The last ``n`` records, oldest first; with ``follow``, then every new record as it is written
+    (followed per writer, so a record that commits after one with a higher id is not skipped)."""
+    async with snapshot(engine) as conn:
+        last = (
+            (await conn.execute(select(audit_table).order_by(audit_table.c.id.desc()).limit(n))).all()
+            if n > 0 else []
+        )
+        follower = Follower(engine, await cursor_now(conn))
+    for row in reversed(last):
+        yield row_to_record(row)
     while follow:
         await asyncio.sleep(poll_interval)
         try:
-            fresh = await read_records(engine, after_id=start, limit=1000)
+            fresh = await follower.poll()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("audit log unreadable: %s", short_db_error(exc))
             continue
-        for record in fresh:
-            start = record.id or start
-            yield record
+        for row in fresh:
+            yield row_to_record(row)

@@ -11,7 +11,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ollama_guard.gateway.console.queries import AUDIT_PAGE, AuditFilter, audit_after
+from ollama_guard.gateway.audit.follow import Cursor, cursor_now, snapshot
+from ollama_guard.gateway.console.queries import AUDIT_PAGE, AuditFilter, audit_follow
 from ollama_guard.gateway.console.queries import audit_page as read_page
 from ollama_guard.gateway.console.web import SECURITY_HEADERS, Response, Send
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 STREAM_SECONDS = 300.0  # one event stream lasts this long; the browser reconnects where it left off
 POLL_SECONDS = 0.5
+MAX_CURSOR = 20_000  # characters of a resume cursor we look at (a handful of writers needs ~100)
 DECISIONS = ("", "allow", "deny")
 
 
@@ -67,8 +69,7 @@ async def audit_page(app: ConsoleApp, ctx: Ctx, send: Send, receive: Any, *, ver
     if verify is None:
         ctx.audit("audit")
     flt = _filter(ctx.request.query)
-    rows = await read_page(app.deps.engine, flt)
-    newest = rows[0]["seq"] if rows and flt.before_seq is None else 0
+    rows, newest = await read_page(app.deps.engine, flt)
     return app.render(
         ctx,
         "audit.html.j2",
@@ -89,13 +90,17 @@ async def verify(app: ConsoleApp, ctx: Ctx, send: Send, receive: Any) -> Respons
 
 
 async def stream(app: ConsoleApp, ctx: Ctx, send: Send, receive: Any) -> None:
-    """Server-sent events: each new matching record as ``event: audit`` with its seq as the id."""
+    """Server-sent events: each new matching record as ``event: audit``; each chunk's last event carries
+    the follow cursor as its id, so a reconnecting browser resumes exactly there (Last-Event-ID)."""
     ctx.audit("audit-stream")
     flt = _filter(ctx.request.query)
     last = ctx.request.headers.get(b"last-event-id", b"").decode("latin-1") or ctx.request.query.get(
         "after", ""
     )
-    after = int(last) if last.isdigit() else 0
+    cursor = Cursor.decode(last[:MAX_CURSOR])  # else (none, or a row id from an older page): from now
+    if cursor is None:
+        async with snapshot(app.deps.engine) as conn:
+            cursor = await cursor_now(conn)
     facts = ctx.facts
     await send(
         {
@@ -122,12 +127,11 @@ async def stream(app: ConsoleApp, ctx: Ctx, send: Send, receive: Any) -> None:
     try:
         await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
         while not gone.is_set() and time.monotonic() < deadline:
-            rows = await audit_after(app.deps.engine, flt, after)
+            rows, cursor = await audit_follow(app.deps.engine, flt, cursor)
             if rows:
-                chunk = "".join(
-                    f"id: {r['seq']}\nevent: audit\ndata: {json.dumps(_json_row(r))}\n\n" for r in rows
-                )
-                after = rows[-1]["seq"]
+                # the cursor (where to resume) goes with the chunk's last event: one write, one id
+                chunk = "".join(f"event: audit\ndata: {json.dumps(_json_row(r))}\n\n" for r in rows[:-1])
+                chunk += f"id: {cursor.encode()}\nevent: audit\ndata: {json.dumps(_json_row(rows[-1]))}\n\n"
                 await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
                 facts.bytes_out += len(chunk)
             else:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ollama_guard.gateway.audit.follow import Cursor, cursor_now, poll, snapshot
 from ollama_guard.gateway.db import audit_table
 
 AUDIT_PAGE = 100
@@ -142,21 +143,26 @@ async def key_usage(engine: AsyncEngine, now: datetime | None = None) -> dict[st
         }
 
 
-def _filtered(query: Any, flt: AuditFilter) -> Any:
+def _conditions(flt: AuditFilter) -> list[Any]:
     c = audit_table.c
+    out: list[Any] = []
     if flt.key:
-        query = query.where((c.key_name == flt.key) | (c.key_id == flt.key))
+        out.append((c.key_name == flt.key) | (c.key_id == flt.key))
     if flt.client:
-        query = query.where(c.client == flt.client)
+        out.append(c.client == flt.client)
     if flt.path:
-        query = query.where(c.path.startswith(flt.path, autoescape=True))
+        out.append(c.path.startswith(flt.path, autoescape=True))
     if flt.decision:
-        query = query.where(c.decision == flt.decision)
+        out.append(c.decision == flt.decision)
     if flt.since is not None:
-        query = query.where(c.time >= flt.since)
+        out.append(c.time >= flt.since)
     if flt.until is not None:
-        query = query.where(c.time < flt.until)
-    return query
+        out.append(c.time < flt.until)
+    return out
+
+
+def _filtered(query: Any, flt: AuditFilter) -> Any:
+    return query.where(*_conditions(flt))
 
 
 _COLUMNS = (
@@ -185,21 +191,25 @@ def _row(r: Any) -> dict[str, Any]:
     return dict(zip(_COLUMNS, r, strict=True))
 
 
-async def audit_page(engine: AsyncEngine, flt: AuditFilter, limit: int = AUDIT_PAGE) -> list[dict[str, Any]]:
-    """Newest first, ``limit`` records matching ``flt`` (older than ``before_seq`` when given)."""
+async def audit_page(engine: AsyncEngine, flt: AuditFilter,
+                     limit: int = AUDIT_PAGE) -> tuple[list[dict[str, Any]], str]:
+    """Newest first, ``limit`` records matching ``flt`` (older than ``before_seq`` when given), and the
+    live view's cursor at the same moment (``follow.Cursor`` text: where following starts)."""
     query = _filtered(select(*_selected()), flt)
     if flt.before_seq is not None:
         query = query.where(audit_table.c.id < flt.before_seq)
     query = query.order_by(audit_table.c.id.desc()).limit(limit)
-    async with engine.connect() as conn:
-        return [_row(r) for r in (await conn.execute(query)).all()]
+    async with snapshot(engine) as conn:
+        rows = [_row(r) for r in (await conn.execute(query)).all()]
+        cursor = await cursor_now(conn)
+    return rows, cursor.encode()
 
 
-async def audit_after(
-    engine: AsyncEngine, flt: AuditFilter, after_seq: int, limit: int = 200
-) -> list[dict[str, Any]]:
-    """Records newer than ``after_seq`` matching ``flt``, oldest first (for the live tail)."""
-    query = _filtered(select(*_selected()), flt)
-    query = query.where(audit_table.c.id > after_seq).order_by(audit_table.c.id).limit(limit)
-    async with engine.connect() as conn:
-        return [_row(r) for r in (await conn.execute(query)).all()]
+async def audit_follow(
+    engine: AsyncEngine, flt: AuditFilter, cursor: Cursor, limit: int = 200
+) -> tuple[list[dict[str, Any]], Cursor]:
+    """Records written after ``cursor`` matching ``flt``, oldest first, and the cursor after them (for
+    the live tail: followed per writer, so a record committed late under a lower id still comes)."""
+    async with snapshot(engine) as conn:
+        rows, after = await poll(conn, cursor, where=_conditions(flt), limit=limit)
+    return [{name: r.id if name == "seq" else r._mapping[name] for name in _COLUMNS} for r in rows], after

@@ -60,17 +60,22 @@ function followAudit() {
   const status = document.getElementById("live-status");
   if (!table || !toggle) return;
   let source = null;
+  const shown = new Set();  // row ids shown live: a chunk cut off mid-way is sent again on reconnect
   const start = () => {
     const url = new URL(table.dataset.stream, window.location.href);
-    url.searchParams.set("after", table.dataset.after || "0");
+    url.searchParams.set("after", table.dataset.after || "");
     source = new EventSource(url);
     source.addEventListener("open", () => { status.textContent = "following"; });
     source.addEventListener("error", () => { status.textContent = "reconnecting…"; });
     source.addEventListener("audit", (event) => {
+      const row = JSON.parse(event.data);
+      if (event.lastEventId) table.dataset.after = event.lastEventId;
+      if (shown.has(row.seq)) return;
+      shown.add(row.seq);
+      if (shown.size > 5000) shown.delete(shown.values().next().value);
       const body = table.tBodies[0];
       body.querySelector("tr.empty")?.remove();
-      body.insertBefore(auditRow(JSON.parse(event.data)), body.firstChild);
-      table.dataset.after = event.lastEventId;
+      body.insertBefore(auditRow(row), body.firstChild);
       while (body.rows.length > 500) body.deleteRow(-1);
     });
   };
