@@ -43,6 +43,9 @@ class MemoryAudit:
     async def spool_before_forward(self, fields: Any) -> None:
         self.intents.append(fields)
 
+    async def durable(self) -> bool:
+        return True
+
     def accepting(self) -> bool:
         return True
 

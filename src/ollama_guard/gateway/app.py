@@ -37,7 +37,7 @@ from ollama_guard.gateway.stages.client import ClientStage
 from ollama_guard.gateway.stages.forward import ForwardStage
 from ollama_guard.gateway.stages.judge_body import JudgeBodyStage
 from ollama_guard.gateway.stages.policy import PolicyStage
-from ollama_guard.gateway.stages.record import before_forward, record
+from ollama_guard.gateway.stages.record import before_forward, before_last_byte, record
 from ollama_guard.gateway.stages.route import RouteStage
 from ollama_guard.gateway.upstream import Upstream
 
@@ -123,8 +123,9 @@ class GatewayApp:
         held: list[Message] = []
 
         async def send_last_after_record(message: Message) -> None:
-            # the answer's last message leaves only once its audit record is spooled (`record` below),
-            # so no client holds a complete answer whose record a crash could still lose
+            # the answer's last message leaves only once its audit record is spooled (`record` below)
+            # and, by default, fsynced (`before_last_byte`): no client holds a complete answer whose
+            # record a crash or a power loss could still lose
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 held.append(message)
                 return
@@ -161,10 +162,11 @@ class GatewayApp:
         finally:
             if req.lease is not None:
                 req.lease.release()
+            audit = self.services.audit if self.services else None
             try:
-                record(facts, started, self.metrics, self.services.audit if self.services else None)
+                record(facts, started, self.metrics, audit)
             finally:
-                if held:
+                if held and await before_last_byte(audit):
                     await send(held[0])
 
     # --- lifespan ---------------------------------------------------------------------------------

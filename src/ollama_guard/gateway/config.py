@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -96,6 +96,9 @@ class GatewayConfig(BaseModel):
     ban_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     audit_spool_dir: Path | None = None  # default: next to a SQLite database, else <data dir>/audit-spool/…
     audit_max_backlog: int = 50_000  # spooled records not yet in the database before keyed requests get 503
+    # "answer": an answer's last byte waits for the fsync of its audit record (group commit); "interval":
+    # the writer process fsyncs about every 20 ms (a power loss can lose the last answers' records)
+    audit_sync: Literal["answer", "interval"] = "answer"
 
     @field_validator("listen")
     @classmethod

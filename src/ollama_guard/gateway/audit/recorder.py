@@ -1,17 +1,24 @@
 """The request path's only door to the audit log.
 
     recorder.record(fields)                      # every decision; spooled before it returns
+    await recorder.durable()                     # before the answer's last byte: its record is on disk
     await recorder.spool_before_forward(fields)  # a state-changing admin action: on disk before it goes
     recorder.accepting()                         # False → answer keyed requests 503 (fail closed)
     recorder.backlog(), recorder.healthy()       # readiness and metrics
     await recorder.flush()                       # wait until what was spooled is in the database
 
 ``record`` hands the record to the kernel (the spool, one ``write(2)``) and returns; the writer
-process chains and stores it. Refusals of unauthenticated traffic are aggregated: the first refusal of
-each (client address, reason) in an interval is recorded at once, the repeats are counted and recorded
-as one row with ``count`` = N when the interval ends (at most ``aggregate_limit`` distinct pairs per
-interval; beyond that they are counted under client ``*``). So a flood neither delays nor displaces a
-keyed record, and the log grows with distinct attackers, not with packets.
+process chains and stores it. With ``sync_answers`` (``audit_sync = "answer"``, the default) the record
+stage then awaits ``durable()``, the group-commit fsync that covers the record, before the answer's
+last byte is sent: a client never holds a complete answer whose record a power loss could still
+erase. ``durable()`` is False when the fsync failed: the answer is then not completed, and keyed
+requests are refused until an fsync succeeds again.
+
+Refusals of unauthenticated traffic are aggregated: the first refusal of each (client address, reason)
+in an interval is recorded at once, the repeats are counted and recorded as one row with ``count`` = N
+when the interval ends (at most ``aggregate_limit`` distinct pairs per interval; beyond that they are
+counted under client ``*``). So a flood neither delays nor displaces a keyed record, and the log grows
+with distinct attackers, not with packets.
 
 Sequence numbers are given here, before the write: a record that could not be spooled leaves a gap that
 ``logs verify`` names, and is counted in ``dropped`` (which must stay 0); the recorder then stops
@@ -92,6 +99,7 @@ class Recorder:
         segment_bytes: int = SEGMENT_BYTES,
         close_timeout: float = 30.0,
         writer_settings: dict[str, Any] | None = None,
+        sync_answers: bool = True,
     ) -> None:
         self._db_url = db_url
         self._secret = secret
@@ -103,6 +111,7 @@ class Recorder:
         self._aggregate_limit = aggregate_limit
         self._close_timeout = close_timeout
         self._writer_settings = writer_settings or {}
+        self.sync_answers = sync_answers
         self._seq = 0
         self._committed = 0
         self._aggregates: dict[tuple[str, str], list[Any]] = {}
@@ -112,6 +121,7 @@ class Recorder:
         self._ready = asyncio.Event()  # the writer process has connected
         self._closing = False
         self._spool_error: str | None = None
+        self._sync_error: str | None = None  # the last fsync failed: nothing since is known to be on disk
         self._last_error_log = float("-inf")
         self.last_error: str | None = None  # the writer process's last database error
         # metrics
@@ -220,11 +230,33 @@ class Recorder:
         """Spool ``fields`` and fsync before returning; ``AuditUnavailable`` if that is impossible."""
         if not self._append(1, fields):
             raise AuditUnavailable(self._spool_error or "audit spool unavailable")
+        if not await self._sync():
+            raise AuditUnavailable(self._sync_error or "audit spool unavailable")
+
+    async def durable(self) -> bool:
+        """Before an answer's last byte: True once every record spooled so far is on disk (at once
+        without ``sync_answers``, unless the last fsync failed: then every answer retries it, so the
+        recorder accepts keyed requests again once fsync works); False if the fsync failed (the answer
+        must not be completed)."""
+        if self.sync_answers or self._sync_error is not None:
+            return await self._sync()
+        return True
+
+    async def _sync(self) -> bool:
         try:
             await self.spool.sync()
         except OSError as exc:
-            self._spool_failed(exc)
-            raise AuditUnavailable(self._spool_error or "audit spool unavailable") from None
+            self._sync_error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+            now = time.monotonic()
+            if now - self._last_error_log > 5:
+                self._last_error_log = now
+                log.error("audit spool fsync failed (answers withheld, keyed requests refused): %s",
+                          self._sync_error)
+            return False
+        if self._sync_error is not None:
+            self._sync_error = None
+            log.warning("audit spool fsync works again")
+        return True
 
     async def flush(self, wait: float = 10.0) -> bool:
         """Wait until every record spooled so far is in the database (False after ``wait`` seconds)."""
@@ -242,7 +274,8 @@ class Recorder:
 
     def accepting(self) -> bool:
         """False when keyed requests must be refused: the spool failed or the writer fell behind."""
-        return self._spool_error is None and self.backlog() < self._max_backlog and not self._closing
+        return (self._spool_error is None and self._sync_error is None and self.backlog() < self._max_backlog
+                and not self._closing)
 
     def healthy(self) -> bool:
         """For readiness: accepting, and the writer process is writing."""

@@ -3,11 +3,12 @@
 Each gateway process (a *writer* W) appends its records to ``<dir>/W.<segment>.spool``: one line per
 record, ``[seq, count, time, key_id, …, request_id]`` as ASCII JSON, after a header line naming W and
 the secret's fingerprint. A record is handed to the kernel with one ``write(2)`` before the request's
-response is finished, so it survives the gateway process being killed; the writer process fsyncs the
-segment before it commits the records to the database (group commit), and ``SpoolWriter.sync()`` —
-awaited before a state-changing admin action is forwarded — fsyncs at once, shared by every caller
-waiting at that moment. Segments roll over at ``segment_bytes``; the writer process deletes a segment
-once every record in it is in the database.
+response is finished, so it survives the gateway process being killed. ``SpoolWriter.sync()`` makes it
+survive a power loss too: awaited before a state-changing admin action is forwarded, and (with
+``audit_sync = "answer"``, the default) before the last byte of every answer, it fsyncs at once when
+idle; callers arriving while an fsync is under way share the next one (group commit). The writer process
+also fsyncs the segment before it commits records to the database. Segments roll over at
+``segment_bytes``; the writer process deletes a segment once every record in it is in the database.
 
 While W's process lives it holds an exclusive ``flock`` on ``W.lock``. A spool whose lock is free
 belongs to a dead process: any writer process may take the lock and drain it (replay on start).
@@ -16,6 +17,7 @@ belongs to a dead process: any writer process may take the lock and drain it (re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -91,6 +93,7 @@ class SpoolWriter:
         self.written = 0  # bytes handed to the kernel (all segments)
         self.synced = 0  # bytes known to be on disk
         self._sync_task: asyncio.Task[None] | None = None
+        self._fsync_pool: concurrent.futures.ThreadPoolExecutor | None = None  # one thread, fsync only
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -145,10 +148,17 @@ class SpoolWriter:
             await asyncio.shield(task)
 
     async def _sync_now(self) -> None:
-        mark, fd = self.written, self._fd
-        if fd is None:
+        # runs one loop turn after the first waiter asked: answers finished in that turn share it
+        mark = self.written
+        if self._fd is None:
             raise OSError("audit spool closed")
-        await asyncio.to_thread(os.fsync, fd)
+        fd = os.dup(self._fd)  # a roll-over may close the segment's own fd while this one syncs
+        try:
+            if self._fsync_pool is None:  # its own thread: never queued behind other to_thread work
+                self._fsync_pool = concurrent.futures.ThreadPoolExecutor(1, "og-audit-fsync")
+            await asyncio.get_running_loop().run_in_executor(self._fsync_pool, os.fsync, fd)
+        finally:
+            os.close(fd)
         self.synced = max(self.synced, mark)
 
     def close(self) -> None:
@@ -157,6 +167,9 @@ class SpoolWriter:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+        if self._fsync_pool is not None:
+            self._fsync_pool.shutdown(wait=False)
+            self._fsync_pool = None
 
     def release(self) -> None:
         """Give up the lock (after the writer process has drained the spool); the lock file goes too

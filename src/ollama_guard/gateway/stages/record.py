@@ -5,6 +5,11 @@ its narrow interface:
 
 * ``record(...)`` — every request, whatever stage ended it: ``audit.record(fields)`` spools the
   decision (one ``write(2)``; the writer process chains and stores it). Never the key, never the body.
+* ``before_last_byte(audit)`` — awaited before the answer's last byte is sent: with
+  ``audit_sync = "answer"`` (the default) it returns once the record is on disk (``audit.durable()``,
+  one group-commit fsync shared by every answer waiting at that moment); False when that fsync failed,
+  and then the answer is not completed (the client sees a cut-off answer, never a complete one whose
+  record a power loss could erase).
 * ``before_forward(...)`` — every request about to be forwarded: when the audit pipeline has fallen
   behind or its spool fails, the request is refused 503 (fail closed: nothing keyed goes unrecorded);
   a state-changing admin action (pull, push, create, copy, delete, blob upload) is first spooled *and
@@ -65,6 +70,11 @@ async def before_forward(facts: AuditFacts, route: Route, audit: Any) -> None:
             await audit.spool_before_forward(fields_of(facts, 0.0, intent=True))
         except AuditUnavailable:
             raise refusal from None
+
+
+async def before_last_byte(audit: Any | None) -> bool:
+    """True when the answer's last byte may be sent: its record is durable as configured."""
+    return True if audit is None else await audit.durable()
 
 
 def record(facts: AuditFacts, started: float, metrics: GatewayMetrics, audit: Any | None) -> None:
