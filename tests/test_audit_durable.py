@@ -1,4 +1,4 @@
-"""An answer is complete only once its audit record is on disk (`audit_sync = "answer"`, the default):
+"""An answer is complete only once its audit record is on disk with `audit_sync = "answer"`:
 with fsync held back in the gateway process, a keyed answer's last byte does not arrive, and it arrives
 as soon as fsync returns; with `audit_sync = "interval"` it does not wait. A failed fsync withholds the
 answer and refuses keyed requests until fsync works again; concurrent answers share one fsync."""
@@ -19,7 +19,9 @@ import pytest
 
 from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.audit import Recorder, RecordFields
+from ollama_guard.gateway.audit.writer import Store
 from ollama_guard.gateway.config import load_config
+from ollama_guard.gateway.db import create_engine_for, init_schema
 from ollama_guard.gateway.services import Services
 from support.audit import MemoryAudit
 from support.gateway import KeySpec, audit_rows, create_keys, start_gateway
@@ -92,8 +94,7 @@ def test_an_answer_is_complete_only_once_its_record_is_fsynced(
     path = [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {"PYTHONPATH": os.pathsep.join(path), "OG_TEST_FSYNC_BLOCK": str(flag),
            "OLLAMA_GUARD_SHUTDOWN_DELAY": "0"}
-    if mode == "interval":
-        env["OLLAMA_GUARD_AUDIT_SYNC"] = "interval"
+    env["OLLAMA_GUARD_AUDIT_SYNC"] = mode
     with start_gateway(tmp_path, decoy.url, db_url=db, env=env) as gw:
         with contextlib.closing(http_get(gw.host, gw.port, "/api/version", keys["reader"])) as sock:
             assert complete(read_for(sock, 5))  # fsync works: the answer is there at once
@@ -123,7 +124,8 @@ def fields(i: int) -> RecordFields:
 
 @pytest.fixture
 async def recorder(tmp_path: Path) -> Any:
-    rec = Recorder(f"sqlite:///{tmp_path / 'guard.db'}", SECRET, spool_dir=tmp_path / "spool")
+    rec = Recorder(f"sqlite:///{tmp_path / 'guard.db'}", SECRET, spool_dir=tmp_path / "spool",
+                   sync_answers=True)
     await rec.start()
     yield rec
     await rec.close()
@@ -245,6 +247,24 @@ async def test_closing_the_spool_during_an_fsync_does_not_fail_it(
     recorder.spool.close()  # a shutdown (or a segment roll-over) closes the segment's fd meanwhile
     release.set()
     assert await waiting
+
+
+async def test_the_writers_sqlite_commits_are_durable_before_it_deletes_segments(tmp_path: Path) -> None:
+    # a segment is deleted once its records are committed: a commit a power loss could undo (SQLite's
+    # synchronous=NORMAL in WAL mode, the gateway's other connections) would lose them
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    engine = create_engine_for(url)
+    await init_schema(engine)
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    await engine.dispose()
+    store = Store(url)
+    try:
+        conn = await store.connection()
+        async with conn.begin():
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL
+    finally:
+        await store.close()
 
 
 # --- the request path: a failed fsync means no complete answer ---------------------------------------

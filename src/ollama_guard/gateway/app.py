@@ -124,8 +124,8 @@ class GatewayApp:
 
         async def send_last_after_record(message: Message) -> None:
             # the answer's last message leaves only once its audit record is spooled (`record` below)
-            # and, by default, fsynced (`before_last_byte`): no client holds a complete answer whose
-            # record a crash or a power loss could still lose
+            # and, with audit_sync = "answer", fsynced (`before_last_byte`): no client holds a complete
+            # answer whose record a crash (or then a power loss) could still lose
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 held.append(message)
                 return

@@ -97,8 +97,8 @@ class GatewayConfig(BaseModel):
     audit_spool_dir: Path | None = None  # default: next to a SQLite database, else <data dir>/audit-spool/…
     audit_max_backlog: int = 50_000  # spooled records not yet in the database before keyed requests get 503
     # "answer": an answer's last byte waits for the fsync of its audit record (group commit); "interval":
-    # the writer process fsyncs about every 20 ms (a power loss can lose the last answers' records)
-    audit_sync: Literal["answer", "interval"] = "answer"
+    # the writer process fsyncs about every 20 ms (cheaper; see docs/gateway.md "What survives what")
+    audit_sync: Literal["answer", "interval"] = "interval"
 
     @field_validator("listen")
     @classmethod

@@ -8,7 +8,7 @@
     await recorder.flush()                       # wait until what was spooled is in the database
 
 ``record`` hands the record to the kernel (the spool, one ``write(2)``) and returns; the writer
-process chains and stores it. With ``sync_answers`` (``audit_sync = "answer"``, the default) the record
+process chains and stores it. With ``sync_answers`` (``audit_sync = "answer"``) the record
 stage then awaits ``durable()``, the group-commit fsync that covers the record, before the answer's
 last byte is sent: a client never holds a complete answer whose record a power loss could still
 erase. ``durable()`` is False when the fsync failed: the answer is then not completed, and keyed
@@ -99,7 +99,7 @@ class Recorder:
         segment_bytes: int = SEGMENT_BYTES,
         close_timeout: float = 30.0,
         writer_settings: dict[str, Any] | None = None,
-        sync_answers: bool = True,
+        sync_answers: bool = False,
     ) -> None:
         self._db_url = db_url
         self._secret = secret

@@ -5,7 +5,7 @@ record, ``[seq, count, time, key_id, …, request_id]`` as ASCII JSON, after a h
 the secret's fingerprint. A record is handed to the kernel with one ``write(2)`` before the request's
 response is finished, so it survives the gateway process being killed. ``SpoolWriter.sync()`` makes it
 survive a power loss too: awaited before a state-changing admin action is forwarded, and (with
-``audit_sync = "answer"``, the default) before the last byte of every answer, it fsyncs at once when
+``audit_sync = "answer"``) before the last byte of every answer, it fsyncs at once when
 idle; callers arriving while an fsync is under way share the next one (group commit). The writer process
 also fsyncs the segment before it commits records to the database. Segments roll over at
 ``segment_bytes``; the writer process deletes a segment once every record in it is in the database.

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -43,10 +44,18 @@ log = logging.getLogger("ollama_guard.gateway.audit.writer")
 
 
 class Store:
-    """One persistent database connection (reopened after a failure), write transactions only."""
+    """One persistent database connection (reopened after a failure), write transactions only.
+
+    Its commits are durable: a spool segment is deleted once its records are committed, so a commit
+    that a power loss could still undo would lose them. PostgreSQL's commits are (unless its
+    ``synchronous_commit`` or ``fsync`` is turned off); a SQLite connection of the gateway runs with
+    ``synchronous = NORMAL`` (WAL mode: the last commits can be undone), so this one uses FULL."""
 
     def __init__(self, url: str) -> None:
-        self._engine: AsyncEngine = immediate(create_engine_for(url))
+        engine = create_engine_for(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _durable_commits)  # after the engine's own hook
+        self._engine: AsyncEngine = immediate(engine)
         self._conn: AsyncConnection | None = None
 
     async def connection(self) -> AsyncConnection:
@@ -63,6 +72,14 @@ class Store:
     async def close(self) -> None:
         await self.reset()
         await self._engine.dispose()
+
+
+def _durable_commits(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous = FULL")  # WAL mode: every commit fsyncs the WAL
+    finally:
+        cursor.close()
 
 
 class Drain:

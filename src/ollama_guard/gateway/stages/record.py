@@ -6,7 +6,7 @@ its narrow interface:
 * ``record(...)`` — every request, whatever stage ended it: ``audit.record(fields)`` spools the
   decision (one ``write(2)``; the writer process chains and stores it). Never the key, never the body.
 * ``before_last_byte(audit)`` — awaited before the answer's last byte is sent: with
-  ``audit_sync = "answer"`` (the default) it returns once the record is on disk (``audit.durable()``,
+  ``audit_sync = "answer"`` it returns once the record is on disk (``audit.durable()``,
   one group-commit fsync shared by every answer waiting at that moment); False when that fsync failed,
   and then the answer is not completed (the client sees a cut-off answer, never a complete one whose
   record a power loss could erase).
