@@ -1,7 +1,8 @@
-"""Readiness and shutdown (issue 10, item 6; issue 9, items 10 and 11): `/-/ready` says 503 while Ollama,
-the key store, Redis or the audit pipeline cannot serve, and from the moment SIGTERM arrives — while
-the listener is still open; `/-/health` stays liveness; error lines during an outage are rate-limited;
-a dead upstream is a warning at start; Ctrl-C ends `serve` with exit 0."""
+"""Readiness and shutdown (issue 10, item 6; issue 9, items 10 and 11): `/-/ready` says 503 while Ollama
+cannot serve and from the moment SIGTERM arrives — while the listener is still open; `/-/health` stays
+liveness; error lines during an outage are rate-limited; a dead upstream is a warning at start; Ctrl-C
+ends `serve` with exit 0. Readiness against the real key store, audit writer and Redis:
+`test_gateway_ready_stores.py`; no connection reset at shutdown: `test_gateway_drain.py`."""
 
 from __future__ import annotations
 
@@ -78,28 +79,6 @@ def test_a_dead_upstream_at_start_is_a_warning_and_upstream_failures_are_logged_
         assert 1 <= out.count("upstream unavailable") <= 2, out
 
 
-def test_redis_down_makes_the_gateway_not_ready_and_logs_once(
-    upstream, tmp_path: Path, redis_server: RedisServer  # noqa: F811
-) -> None:
-    _proc, url = upstream
-    db = f"sqlite:///{tmp_path / 'guard.db'}"
-    keys = create_keys(db, [KeySpec("k", "read", rpm=1000)])
-    with start_gateway(tmp_path / "gw", url, db_url=db, extra_args=["--redis", redis_server.url]) as gw:
-        gw.keys = keys
-        _wait_for(gw, "/-/ready", 200)
-        redis_server.stop()
-        try:
-            _wait_for(gw, "/-/ready", 503)
-            statuses = {_status(gw, "/api/version", gw.auth("k")) for _ in range(40)}
-            assert statuses == {503}
-            time.sleep(0.3)
-            errors = [line for line in gw.output().splitlines() if "limit store unavailable" in line]
-            assert 1 <= len(errors) <= 2, errors  # not one line per refused request
-        finally:
-            redis_server.start()
-        _wait_for(gw, "/-/ready", 200)
-
-
 def test_sigterm_turns_ready_off_before_the_listener_closes(upstream, tmp_path: Path) -> None:
     _proc, url = upstream
     db = f"sqlite:///{tmp_path / 'guard.db'}"
@@ -156,16 +135,55 @@ async def test_readiness_checks_each_dependency() -> None:
                                limiter=SimpleNamespace(ping=pinger), audit=SimpleNamespace(backlog=backlog))
 
     ready = Readiness(_Upstream(200), "http://ollama", max_backlog=100)
-    assert await ready.check(services()) is None
-    assert "stale" in (await ready.check(services(fresh=False)) or "")
-    assert "limit store" in (await ready.check(services(pinger=broken_ping)) or "")
-    assert "backlog is 100" in (await ready.check(services(backlog=100)) or "")
-    assert await ready.check(services(backlog=99)) is None
-    assert "answers 502" in (await Readiness(_Upstream(502), "u", 100).check(services()) or "")
-    assert "does not answer" in (await Readiness(_Upstream(None), "u", 100).check(services()) or "")
+
+    async def why(readiness: Readiness, **kwargs: object) -> tuple[str, str] | None:
+        reason = await readiness.check(services(**kwargs))  # type: ignore[arg-type]
+        return None if reason is None else (reason.kind, reason.text)
+
+    assert await why(ready) is None
+    assert await why(ready, fresh=False) == ("keys", "the API key snapshot is stale (key store unreadable)")
+    assert await why(ready, pinger=broken_ping) == ("limits",
+                                                    "the limit store does not answer (ConnectionError)")
+    assert await why(ready, backlog=100) == ("audit-backlog", "the audit backlog is 100 records (limit 100)")
+    assert await why(ready, backlog=99) is None
+    assert await why(Readiness(_Upstream(502), "u", 100)) == ("upstream", "upstream u answers 502")
+    down = await why(Readiness(_Upstream(None), "u", 100))
+    assert down is not None and down[0] == "upstream" and down[1].startswith("upstream u does not answer")
     assert await ready.ready(services()) is True
     ready.draining = True
     assert await ready.ready(services()) is False
+
+
+async def test_readiness_logs_each_cause_once_and_reminds_while_it_lasts(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollama_guard.gateway import readiness
+
+    monkeypatch.setattr(readiness, "CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(readiness, "REMIND_EVERY", 0.2)
+    backlog = [0]
+    keys = SimpleNamespace(fresh=True)
+    audit = SimpleNamespace(backlog=lambda: backlog[0])
+    services = SimpleNamespace(authenticator=keys, limiter=None, audit=audit)
+    ready = Readiness(_Upstream(200), "u", max_backlog=10)
+    with caplog.at_level(logging.WARNING, logger="ollama_guard.gateway"):
+        assert await ready.ready(services)  # the first check, ready: nothing to say
+        for size in (10, 11, 12):  # one cause, its detail changing at every probe: one line
+            backlog[0] = size
+            assert not await ready.ready(services)
+        await asyncio.sleep(0.25)
+        backlog[0] = 13
+        assert not await ready.ready(services)  # a reminder while it lasts
+        keys.fresh = False
+        assert not await ready.ready(services)  # another cause: a line of its own
+        keys.fresh, backlog[0] = True, 0
+        assert await ready.ready(services)
+    assert [r.getMessage() for r in caplog.records] == [
+        "not ready: the audit backlog is 10 records (limit 10)",
+        "still not ready: the audit backlog is 13 records (limit 10) (for 0 s)",
+        "not ready: the API key snapshot is stale (key store unreadable)",
+        "ready again after 0 s (was: the API key snapshot is stale (key store unreadable))",
+    ]
 
 
 def test_error_lines_are_rate_limited_with_counts(caplog: pytest.LogCaptureFixture) -> None:

@@ -80,6 +80,7 @@ class GatewayConfig(BaseModel):
     write_timeout: float = 30.0  # a client that reads none of a streamed answer for this long is cut off
     shutdown_delay: float = 2.0  # seconds between SIGTERM (not ready from then on) and closing the listener
     ready_max_audit_backlog: int = 10_000  # audit records waiting above which /-/ready says 503
+    error_log_interval: float = 10.0  # seconds between two log lines about one failing dependency
     token_reservation: int = 2048  # tokens reserved for an answer whose request sets no output cap
     max_inflight_body_bytes: int | None = None  # request-body bytes held at once (None: 3 × max_body_bytes)
     secret_file: Path | None = None
@@ -162,7 +163,7 @@ class GatewayConfig(BaseModel):
             raise ValueError("must be 0 (no cap) or more")
         return v
 
-    @field_validator("unauthenticated_timeout", "write_timeout")
+    @field_validator("unauthenticated_timeout", "write_timeout", "error_log_interval")
     @classmethod
     def _positive_seconds(cls, v: float) -> float:
         if v <= 0:

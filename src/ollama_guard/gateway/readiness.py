@@ -11,6 +11,10 @@ take it out of rotation before its listener closes.
 
 At start the upstream is tried once; if it does not answer, a warning says so and it is tried again
 every 2 s (a reminder in the log every minute) until it does.
+
+The log says when readiness changes and why — once per cause (`not ready: …`, `ready again: …`), with a
+reminder every minute while it lasts — never once per probe, however the details (a growing backlog, a
+different error) change in between.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("ollama_guard.gateway")
 
@@ -30,6 +34,13 @@ RETRY_EVERY = 2.0
 REMIND_EVERY = 60.0
 
 
+class NotReady(NamedTuple):
+    """Why this process is not ready: `kind` names the dependency, `text` is for the log only."""
+
+    kind: str
+    text: str
+
+
 class Readiness:
     def __init__(self, upstream: Any, upstream_url: str, max_backlog: int) -> None:
         self._upstream = upstream
@@ -37,8 +48,10 @@ class Readiness:
         self._max_backlog = max_backlog
         self.draining = False
         self._checked_at = float("-inf")
-        self._reason: str | None = "not checked yet"
-        self._running: asyncio.Task[str | None] | None = None
+        self._reason: NotReady | None = NotReady("start", "not checked yet")
+        self._since = time.monotonic()  # when the current state (ready, or not for this kind) began
+        self._reminded = self._since
+        self._running: asyncio.Task[NotReady | None] | None = None
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -80,37 +93,48 @@ class Readiness:
             finally:
                 if self._running is running and running.done():
                     self._running = None
-            if reason != self._reason:
-                if reason is None:
-                    log.warning("ready (%s no longer)", self._reason)
-                else:
-                    log.warning("not ready: %s", reason)
+            self._note(reason)
             self._reason, self._checked_at = reason, time.monotonic()
         return self._reason is None
 
-    async def check(self, services: Any) -> str | None:
+    def _note(self, reason: NotReady | None) -> None:
+        """Log a change of state (or of cause), and a reminder every minute while not ready."""
+        now = time.monotonic()
+        previous = self._reason
+        if (reason is None) != (previous is None) or (reason and previous and reason.kind != previous.kind):
+            if reason is not None:
+                log.warning("not ready: %s", reason.text)
+            elif previous is not None and previous.kind != "start":  # not after start-up: the first check
+                log.warning("ready again after %.0f s (was: %s)", now - self._since, previous.text)
+            self._since = self._reminded = now
+        elif reason is not None and now - self._reminded >= REMIND_EVERY:
+            log.warning("still not ready: %s (for %.0f s)", reason.text, now - self._since)
+            self._reminded = now
+
+    async def check(self, services: Any) -> NotReady | None:
         """None when ready, else why not (for the log, never for the public)."""
         reason = await self._check_upstream()
         if reason is not None:
-            return reason
+            return NotReady("upstream", reason)
         authenticator = getattr(services, "authenticator", None)
         if authenticator is not None and getattr(authenticator, "fresh", True) is False:
-            return "the API key snapshot is stale (key store unreadable)"
+            return NotReady("keys", "the API key snapshot is stale (key store unreadable)")
         ping = getattr(getattr(services, "limiter", None), "ping", None)
         if ping is not None:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT):
                     await ping()
             except Exception as exc:  # any failure: not ready
-                return f"the limit store does not answer ({type(exc).__name__})"
+                return NotReady("limits", f"the limit store does not answer ({type(exc).__name__})")
         audit = getattr(services, "audit", None)
         backlog = getattr(audit, "backlog", 0)
         backlog = backlog() if callable(backlog) else backlog
         if isinstance(backlog, int) and backlog >= self._max_backlog:
-            return f"the audit backlog is {backlog} records (limit {self._max_backlog})"
+            return NotReady("audit-backlog",
+                            f"the audit backlog is {backlog} records (limit {self._max_backlog})")
         healthy = getattr(audit, "healthy", None)
         if callable(healthy) and not healthy():  # the writer process is down, failing or not yet connected
-            return "the audit pipeline is not writing"
+            return NotReady("audit-writer", "the audit pipeline is not writing")
         return None
 
     async def _check_upstream(self) -> str | None:

@@ -27,6 +27,7 @@ from ollama_guard.errors import GuardError
 from ollama_guard.gateway.app import GatewayApp
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.drain import ListenerDrain
+from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.shutdown import DrainingServer, DrainingSupervisor, drain_tls_context
 
 READY_PREFIX = "ollama-guard gateway listening on "
@@ -206,8 +207,9 @@ class _NoIncompleteResponseLine(logging.Filter):
 
 
 def configure_protocol(config: GatewayConfig) -> None:
-    """The connection-level limits, from the configuration (in every worker)."""
+    """The connection-level limits and the log's pace, from the configuration (in every worker)."""
     logging.getLogger("uvicorn.error").addFilter(_NoIncompleteResponseLine())
+    GATEWAY_LOG.interval = config.error_log_interval
     GuardHttpToolsProtocol.header_timeout = config.request_timeout
     GuardHttpToolsProtocol.unauthenticated_timeout = config.unauthenticated_timeout
     GuardHttpToolsProtocol.max_per_client = config.max_connections_per_client

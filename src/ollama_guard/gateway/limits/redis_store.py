@@ -312,9 +312,11 @@ class RedisLimiter:
         try:
             await asyncio.shield(client.zrem(lease_key, lease_id))
         except (RedisError, OSError, TimeoutError, asyncio.CancelledError) as exc:
-            log.warning(
-                "could not release a concurrency lease (it expires by itself): %s", type(exc).__name__
-            )
+            from ollama_guard.gateway.ratelog import GATEWAY_LOG
+
+            GATEWAY_LOG.warning("limit-store-release",
+                                "could not release a concurrency lease (it expires by itself): %s",
+                                type(exc).__name__)
 
     async def _renew_forever(self) -> None:
         from redis.exceptions import RedisError

@@ -18,8 +18,9 @@ import logging
 from typing import Any
 
 from ollama_guard.gateway.body import BodyStream, JsonBody
-from ollama_guard.gateway.limits import Reservation
+from ollama_guard.gateway.limits import Reservation, StoreUnavailable
 from ollama_guard.gateway.metrics import GatewayMetrics
+from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.request import AuditFacts
 from ollama_guard.gateway.routes import Route
 from ollama_guard.gateway.usage import TokenCounter
@@ -82,5 +83,7 @@ async def account(
             await limiter.settle(key, reserved, tokens if spent else 0)
         elif spent and tokens:
             await limiter.add_tokens(key, tokens)
+    except StoreUnavailable as exc:  # an outage (every request in flight ends here): counted, not repeated
+        GATEWAY_LOG.error("limit-store-account", "could not record token use (%s)", exc)
     except Exception:
         log.exception("could not record token use for request %s", facts.request_id)
