@@ -96,12 +96,16 @@ async def poll(conn: AsyncConnection, cursor: Cursor, *, where: Sequence[Any] = 
     cp = audit_checkpoints_table.c
     if head_id > cursor.checkpoint:
         named = (await conn.execute(
-            select(cp.writer).where(cp.id > cursor.checkpoint, cp.id <= head_id).distinct())).scalars().all()
-        for writer in named:
+            select(cp.writer, func.min(cp.writer_seq)).where(cp.id > cursor.checkpoint, cp.id <= head_id)
+            .group_by(cp.writer))).all()
+        for writer, lowest in named:
             if writer in seqs or writer == LEGACY_WRITER:
                 continue
-            # a writer new since the cursor starts at 0; one that closed before it (and writes again,
-            # which a closed writer should not) at the head its last checkpoint before the cursor named
+            if lowest == 0:  # registered since the cursor (a writer's first checkpoint names seq 0)
+                seqs[writer] = 0
+                continue
+            # one that had closed before the cursor and writes again (which a closed writer should not):
+            # from the head its last checkpoint before the cursor named
             before = (await conn.execute(select(func.max(cp.writer_seq)).where(
                 cp.writer == writer, cp.id <= cursor.checkpoint))).scalar()
             seqs[writer] = int(before or 0)
