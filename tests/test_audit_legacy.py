@@ -156,7 +156,12 @@ async def test_an_old_head_that_was_edited_is_named(old_db: str) -> None:
     assert "did not match its MAC when it was migrated" in (await verify(old_db)).summary()
 
 
-async def test_the_first_start_migrates_the_old_log_into_writer_legacy(old_db: str) -> None:
+async def test_the_first_start_migrates_the_old_log_into_writer_legacy(
+    old_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollama_guard.gateway.audit import legacy
+
+    monkeypatch.setattr(legacy, "MIGRATE_BATCH", 5)  # in several statements (one transaction)
     await start_pipeline(old_db)
     result = await verify(old_db)
     assert result.intact, result.summary()

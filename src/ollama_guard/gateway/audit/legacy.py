@@ -49,6 +49,7 @@ from ollama_guard.gateway.db import (
 
 LEGACY_WRITER = "~legacy"  # the chain migrated from og_audit_log (no gateway process has this name)
 LEGACY_TABLE = "og_audit_log"
+MIGRATE_BATCH = 200_000  # old rows per INSERT … SELECT (~2.5 s; the database's statement timeout is 10 s)
 UNAUTHENTIC_LEGACY_HEAD = "unauthenticated-legacy-head"  # ~legacy's head MAC when og_state's did not check
 
 # the old table exactly as those releases created it (never created by today's init_schema)
@@ -187,8 +188,11 @@ async def migrate(conn: AsyncConnection, key: bytes) -> int | None:
             literal(1, BigInteger), old.bytes_in, old.bytes_out, old.tokens, old.latency_ms, old.request_id,
             old.prev_mac, old.mac,
         )
-        result = await conn.execute(insert(audit_table).from_select(columns, source))
-        moved = int(result.rowcount or 0)
+        low = (await conn.execute(select(func.min(old.seq)))).scalar() or 0
+        for start in range(int(low) - 1, int(top), MIGRATE_BATCH):  # each statement well within a timeout
+            part = source.where(old.seq > start, old.seq <= start + MIGRATE_BATCH)
+            result = await conn.execute(insert(audit_table).from_select(columns, part))
+            moved += int(result.rowcount or 0)
         await conn.run_sync(lambda sync: legacy_table.drop(sync))
     # a head whose MAC did not check out keeps a head MAC that never will: verify reports it for good
     head_mac = writer_head_mac(key, LEGACY_WRITER, seq, mac) if authentic else UNAUTHENTIC_LEGACY_HEAD
