@@ -7,7 +7,9 @@
 * ``recorder`` — the request path's interface (``record``, ``spool_before_forward``, ``accepting``);
 * ``verify``   — ``logs verify``: edits, splices, gaps and cut-off tails, named;
 * ``prune``    — ``logs prune --before DATE`` with base anchors;
-* ``read``     — ``logs tail`` and ``investigate --audit-db``.
+* ``read``     — ``logs tail`` and ``investigate --audit-db``;
+* ``follow``   — following new records per writer (``logs tail -f``, ``watch``, the console's live view);
+* ``legacy``   — an older release's single chain (``og_audit_log``): its MAC and its migration.
 
 See docs/gateway.md ("The audit log") for the design and its guarantees.
 """

@@ -8,6 +8,8 @@ Problems found (each names its writer and where):
   (lost before reaching the log, or deleted), or a tail cut off (W's head, or a checkpoint of W, names
   later records than the table holds — even when W's head was rewritten to match);
 * *head* — a head whose MAC does not check out, or records beyond the head.
+Writer ``~legacy`` (an older release's single chain, migrated or still in ``og_audit_log``) is checked
+with that release's MAC, against the old head the checkpoint chain starts at (see ``legacy``).
 Pruned records (``logs prune``) are not missing: each writer's base anchor (seq, mac, and a MAC over
 both) is where its chain now starts.
 """
