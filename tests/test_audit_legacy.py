@@ -363,3 +363,22 @@ def test_the_console_pages_back_into_the_migrated_records() -> None:
 
     assert [_filter({"before": b}).before_seq for b in ("-5", "0", "12", "x", "-", "--3", "")] == [
         -5, 0, 12, None, None, None, None]
+
+
+async def test_a_new_database_whose_checkpoints_were_pruned_has_no_old_log(tmp_path: Path) -> None:
+    """The checkpoint chain's prune base is not an old release's head: a writer that starts after a
+    prune must not take it for one."""
+    from datetime import UTC, timedelta
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'guard.db'}")
+    await init_schema(engine)
+    try:
+        await store_records(engine, SECRET, new_records(3), writer="w1")
+        await store_records(engine, SECRET, new_records(2), writer="w2", close=False)
+        pruned = await prune_before(engine, SECRET, datetime.now(UTC) + timedelta(days=1))
+        assert pruned.checkpoints > 0
+        await store_records(engine, SECRET, new_records(1), writer="w3")
+        result = await verify_chain(engine, SECRET)
+        assert result.intact and result.legacy == 0 and result.writers == 3, result.summary()
+    finally:
+        await engine.dispose()

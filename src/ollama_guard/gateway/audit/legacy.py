@@ -164,6 +164,8 @@ async def migrate(conn: AsyncConnection, key: bytes) -> int | None:
         return None
     table = await has_legacy_table(conn)
     fresh = not await pipeline_started(conn)
+    if not table and not fresh:
+        return None  # nothing of an older release (a checkpoint prune base is not an old head)
     anchor = await legacy_anchor(conn, key)
     if anchor is None and not table:
         return None
