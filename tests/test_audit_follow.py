@@ -275,44 +275,35 @@ async def test_a_follower_hands_on_each_row_once_in_id_order(engine) -> None:
     assert await follower.poll() == []
 
 
-def test_logs_tail_follow_on_postgres_sees_a_late_commit(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+async def test_logs_tail_follow_on_postgres_sees_a_late_commit(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
     """`logs tail -f --format json` in its own process, as a user runs it."""
     env = {**os.environ, "OLLAMA_GUARD_SECRET": SECRET.decode(), "OLLAMA_GUARD_HOME": str(tmp_path / "home")}
-    engine_url = pg_url
-
-    async def prepare() -> None:
-        engine = create_engine_for(engine_url)
-        await init_schema(engine)
-        await open_writer(engine, "A")
-        await open_writer(engine, "B")
-        await engine.dispose()
-
-    asyncio.run(prepare())
-    command = ["logs", "tail", "-n", "0", "-f", "--format", "json", "--db", pg_url]
-    proc = subprocess.Popen([sys.executable, "-m", "ollama_guard", *command], env=env, stdout=subprocess.PIPE,
-                            text=True)
+    engine = create_engine_for(pg_url)
+    await init_schema(engine)
+    await open_writer(engine, "A")
+    await open_writer(engine, "B")
+    await store_records(engine, SECRET, records("P", 0, 1), writer="P")
+    command = ["logs", "tail", "-n", "1", "-f", "--format", "json", "--db", pg_url]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ollama_guard", *command, env=env,
+                                                stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
     try:
-        async def late_commit() -> None:
-            engine = create_engine_for(engine_url)
-            try:
-                async with engine.connect() as a:
-                    slow = await a.begin()
-                    head = await register_writer(a, KEY, "A")
-                    await append_records(a, KEY, "A", head, [(1, 1, records("A", 0, 1)[0])])
-                    await asyncio.sleep(1.5)  # the tail has started meanwhile
-                    async with immediate(engine).begin() as b:
-                        head_b = await register_writer(b, KEY, "B")
-                        await append_records(b, KEY, "B", head_b, [(1, 1, records("B", 0, 1)[0])])
-                    await asyncio.sleep(1.2)  # the tail polls twice and passes B's id
-                    await slow.commit()
-            finally:
-                await engine.dispose()
-
-        asyncio.run(late_commit())
-        time.sleep(1.5)
+        async with engine.connect() as a:
+            slow = await a.begin()  # A's row takes its id first ...
+            head = await register_writer(a, KEY, "A")
+            await append_records(a, KEY, "A", head, [(1, 1, records("A", 0, 1)[0])])
+            first = await asyncio.wait_for(proc.stdout.readline(), 20)  # the tail is running
+            assert json.loads(first)["path"] == "/api/P/0"
+            async with immediate(engine).begin() as b:  # ... B's commits first ...
+                head_b = await register_writer(b, KEY, "B")
+                await append_records(b, KEY, "B", head_b, [(1, 1, records("B", 0, 1)[0])])
+            lines.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 10)))
+            await slow.commit()  # ... and A's after the tail printed B's
+        lines.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 10)))
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert sorted(x["path"] for x in lines) == ["/api/A/0", "/api/B/0"], out
-    assert lines[0]["path"] == "/api/B/0" and lines[0]["id"] > lines[1]["id"]  # printed as committed
+        await proc.wait()
+        await engine.dispose()
+    assert [x["path"] for x in lines] == ["/api/B/0", "/api/A/0"]
+    assert lines[0]["id"] > lines[1]["id"]  # printed as committed, not skipped for its lower id
