@@ -312,3 +312,25 @@ def test_an_unloadable_tls_certificate_is_one_clear_error(tmp_path: Path) -> Non
     with pytest.raises(GuardError, match="cannot load the TLS certificate"):
         drain_tls_context(config)
     assert drain_tls_context(GatewayConfig()) is None
+
+
+def test_the_shutdown_timeout_and_the_error_log_pace_come_from_the_configuration() -> None:
+    from pydantic import ValidationError
+
+    from ollama_guard.gateway.config import GatewayConfig, load_config
+    from ollama_guard.gateway.ratelog import GATEWAY_LOG
+    from ollama_guard.gateway.server import _uvicorn_config, configure_protocol
+
+    environ = {"OLLAMA_GUARD_SHUTDOWN_TIMEOUT": "42", "OLLAMA_GUARD_ERROR_LOG_INTERVAL": "3"}
+    config = load_config(None, {}, environ)
+    assert _uvicorn_config(config, object()).timeout_graceful_shutdown == 42
+    before = GATEWAY_LOG.interval
+    try:
+        configure_protocol(config)
+        assert GATEWAY_LOG.interval == 3
+    finally:
+        configure_protocol(GatewayConfig())
+    assert GATEWAY_LOG.interval == before == 10
+    for field in ("shutdown_timeout", "error_log_interval"):
+        with pytest.raises(ValidationError):
+            GatewayConfig(**{field: 0})

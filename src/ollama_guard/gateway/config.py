@@ -79,6 +79,7 @@ class GatewayConfig(BaseModel):
     unauthenticated_timeout: float = 10.0  # idle seconds allowed to a connection that has not authenticated
     write_timeout: float = 30.0  # a client that reads none of a streamed answer for this long is cut off
     shutdown_delay: float = 2.0  # seconds between SIGTERM (not ready from then on) and closing the listener
+    shutdown_timeout: float = 10.0  # seconds the requests in flight then get to finish before they are cut
     ready_max_audit_backlog: int = 10_000  # audit records waiting above which /-/ready says 503
     error_log_interval: float = 10.0  # seconds between two log lines about one failing dependency
     token_reservation: int = 2048  # tokens reserved for an answer whose request sets no output cap
@@ -163,7 +164,7 @@ class GatewayConfig(BaseModel):
             raise ValueError("must be 0 (no cap) or more")
         return v
 
-    @field_validator("unauthenticated_timeout", "write_timeout", "error_log_interval")
+    @field_validator("unauthenticated_timeout", "write_timeout", "error_log_interval", "shutdown_timeout")
     @classmethod
     def _positive_seconds(cls, v: float) -> float:
         if v <= 0:

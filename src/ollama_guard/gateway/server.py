@@ -309,7 +309,7 @@ def _uvicorn_config(config: GatewayConfig, app: Any, **extra: Any) -> uvicorn.Co
         log_level="warning",
         proxy_headers=False,
         timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=config.shutdown_timeout,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
         h11_max_incomplete_event_size=64 * 1024,
