@@ -307,3 +307,65 @@ async def test_logs_tail_follow_on_postgres_sees_a_late_commit(pg_url: str, tmp_
         await engine.dispose()
     assert [x["path"] for x in lines] == ["/api/B/0", "/api/A/0"]
     assert lines[0]["id"] > lines[1]["id"]  # printed as committed, not skipped for its lower id
+
+
+async def run_stream(
+    engine: Any, query: dict[str, str], headers: dict[bytes, bytes], during: Callable[[], Awaitable[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[dict[str, Any]]:
+    """The console's /audit/stream handler for about a second; its events as (id, data) dicts."""
+    from types import SimpleNamespace
+
+    from ollama_guard.gateway.console import pages_audit
+
+    monkeypatch.setattr(pages_audit, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(pages_audit, "STREAM_SECONDS", 1.2)
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message.get("body", b""))
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    facts = SimpleNamespace(request_id="r", status=0, started_response=False, bytes_out=0)
+    ctx = SimpleNamespace(request=SimpleNamespace(query=query, headers=headers), facts=facts,
+                          audit=lambda *_a, **_k: None)
+    app = SimpleNamespace(deps=SimpleNamespace(engine=engine))
+    task = asyncio.create_task(pages_audit.stream(app, ctx, send, receive))  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    await during()
+    await task
+    events = []
+    for block in b"".join(sent).decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields.get("event") == "audit":
+            events.append({"id": fields.get("id"), **json.loads(fields["data"])})
+    return events
+
+
+async def test_the_console_stream_resumes_from_its_last_event_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'guard.db'}")
+    await init_schema(engine)
+    await open_writer(engine, "A")
+    await store_records(engine, SECRET, records("A", 0, 2), writer="A", close=False)
+    try:
+        async def write(first: int) -> None:
+            await store_records(engine, SECRET, records("A", first, 3), writer="A", close=False)
+
+        live = await run_stream(engine, {"after": "17"}, {}, lambda: write(2), monkeypatch)  # an old row id
+        assert [e["path"] for e in live] == ["/api/A/2", "/api/A/3", "/api/A/4"]  # from now: not 0, 1
+        assert [e["id"] is not None for e in live] == [False, False, True]  # the cursor rides on the last
+        resume = live[-1]["id"]
+        await write(5)  # while the browser was away
+        again = await run_stream(engine, {"after": "c0"}, {b"last-event-id": resume.encode()},
+                                 lambda: write(8), monkeypatch)
+        assert [e["path"] for e in again] == [f"/api/A/{i}" for i in range(5, 11)]
+        denied = await run_stream(engine, {"decision": "deny"}, {b"last-event-id": resume.encode()},
+                                  lambda: write(11), monkeypatch)
+        assert denied == []
+    finally:
+        await engine.dispose()
