@@ -93,6 +93,7 @@ def test_stopped_postgresql_makes_the_key_snapshot_stale_and_the_gateway_not_rea
     with start_gateway(tmp_path / "gw", upstream, db_url=pg_url, env=env) as gw:
         gw.keys = keys
         _wait_ready(gw, 200)
+        before = len(gw.output().splitlines())
         postgres_server.stop()
         try:
             # nothing but readiness probes: the stale snapshot alone has to turn readiness off (the
@@ -107,6 +108,8 @@ def test_stopped_postgresql_makes_the_key_snapshot_stale_and_the_gateway_not_rea
             held = sum(int(m) for line in errors for m in re.findall(r"\((\d+) more like it", line))
             assert 0 < held <= refused, (refused, errors)  # …counting the ones it held back
             assert len(_lines(gw, "cannot read API keys", within=0)) <= 2
+            during = gw.output().splitlines()[before:]  # everything said during the outage
+            assert len(during) <= 15, "\n".join(during)  # a few lines, not one per request
         finally:
             postgres_server.start()
         _wait_ready(gw, 200, within=30)
@@ -173,6 +176,7 @@ def test_redis_down_turns_readiness_off_and_its_errors_are_counted_not_repeated(
         for stream in streams:  # in flight (slot leased, tokens reserved) when Redis goes away
             stream.sendall(generate)
         time.sleep(0.4)
+        before = len(gw.output().splitlines())
         redis_server.stop()
         try:
             _wait_ready(gw, 503)
@@ -190,6 +194,8 @@ def test_redis_down_turns_readiness_off_and_its_errors_are_counted_not_repeated(
             assert len(_lines(gw, "could not record token use")) <= 2
             assert len(_lines(gw, "could not release a concurrency lease", within=0)) <= 2
             assert "Traceback" not in gw.output()
+            during = gw.output().splitlines()[before:]  # everything said during the outage
+            assert len(during) <= 15, "\n".join(during)
         finally:
             redis_server.start()
         _wait_ready(gw, 200)
