@@ -25,6 +25,9 @@ Sources:
                          of `pip download --no-binary :all: llama-cpp-python==0.3.36`)
   EXTERNAL (below)       templates of fine-tunes and new families published in small repositories: the
                          external/ split, never in the known-good index, never used to tune the detector
+  templates_fresh.py     the fresh/ split: Ollama's newer renderer templates, axolotl's and
+                         huggingface.js's copies of publishers' templates; never indexed, measured
+                         before any change made for them
 The corpus is split deterministically: a file whose name hashes to 0 mod 4 is held out (held_out/), the
 rest is the development set (dev/).
 """
@@ -42,6 +45,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from templates_fresh import FRESH_REPOS, OLLAMA_UNTIL, fresh
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "data" / "templates" / "benign"
@@ -66,10 +72,10 @@ def git(gitdir: Path, *args: str) -> str:
     ).stdout
 
 
-def versions(gitdir: Path, pathspec: str) -> Iterator[tuple[str, str]]:
-    """(commit, path) of every distinct blob matching `pathspec` in the history, newest first."""
+def versions(gitdir: Path, pathspec: str, rev: str = "HEAD") -> Iterator[tuple[str, str]]:
+    """(commit, path) of every distinct blob matching `pathspec` in the history up to `rev`, newest first."""
     seen: set[str] = set()
-    for commit in git(gitdir, "log", "--format=%H", "--", pathspec).split():
+    for commit in git(gitdir, "log", "--format=%H", rev, "--", pathspec).split():
         for line in git(gitdir, "ls-tree", "-r", commit, "--", pathspec.split("*")[0]).splitlines():
             meta, path = line.split("\t", 1)
             blob = meta.split()[2]
@@ -88,18 +94,19 @@ def slug(text: str) -> str:
 
 
 def ollama(gitdir: Path) -> Iterator[Item]:
+    """Up to OLLAMA_UNTIL (what came later is the fresh split)."""
     repo = "ollama/ollama"
-    for commit, path in versions(gitdir, "template/*.gotmpl"):
+    for commit, path in versions(gitdir, "template/*.gotmpl", OLLAMA_UNTIL):
         yield Item("go", Path(path).stem, show(gitdir, commit, path), repo, path, commit, "file")
-    for commit, path in versions(gitdir, "template/index.json"):
+    for commit, path in versions(gitdir, "template/index.json", OLLAMA_UNTIL):
         for entry in json.loads(show(gitdir, commit, path)):
             yield Item("jinja", entry["name"], entry["template"], repo, path, commit, f"name={entry['name']}")
-    for commit, path in versions(gitdir, "template/testdata/templates.jsonl"):
+    for commit, path in versions(gitdir, "template/testdata/templates.jsonl", OLLAMA_UNTIL):
         for number, line in enumerate(show(gitdir, commit, path).splitlines(), 1):
             for name, template in json.loads(line).items():
                 yield Item("jinja", name, template, repo, path, commit, f"line={number}")
     for pattern in ("model/renderers/testdata/*.jinja", "model/renderers/testdata/*.jinja2"):
-        for commit, path in versions(gitdir, pattern):
+        for commit, path in versions(gitdir, pattern, OLLAMA_UNTIL):
             name = Path(path).name.split(".")[0].removesuffix("_chat_template")
             yield Item("jinja", name, show(gitdir, commit, path), repo, path, commit, "file")
 
@@ -251,10 +258,17 @@ def parses(item: Item) -> bool:
     return True
 
 
-def write(items: list[Item], out: Path) -> int:
+def write(items: list[Item], out: Path, keep: list[str] | None = None) -> int:
+    """Writes the items' files and SOURCES.tsv; `keep`: rows of SOURCES.tsv whose files stay as they are
+    (and whose texts count as seen, so a duplicate of one of them is dropped)."""
     seen: set[str] = set()
-    rows = ["file\trepo\tpath\tcommit\thow"]
+    rows = ["file\trepo\tpath\tcommit\thow", *(keep or [])]
     names: set[str] = set()
+    for row in keep or []:
+        rel = row.split("\t")[0]
+        kind = next(k for k, e in EXT.items() if rel.endswith("." + e))
+        seen.add(kind + "\0" + " ".join((out / rel).read_text("utf-8").split()))
+        names.add(rel)
     for item in items:
         key = item.kind + "\0" + " ".join(item.text.split())
         if not item.text.strip() or key in seen or not parses(item):
@@ -280,11 +294,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", action="append", default=[], help="owner/name=GITDIR (a bare git dir)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--llamacpp-dir", type=Path, help="llama.cpp tree at LLAMACPP_COMMIT")
+    parser.add_argument(
+        "--only-fresh", action="store_true", help="regenerate fresh/ only, keep the rest"
+    )
     args = parser.parse_args(argv)
     mirrors = {}
     for spec in args.mirror:
         repo, _, path = spec.partition("=")
         mirrors[repo] = Path(path)
+    if args.only_fresh:
+        rows = (args.out / "SOURCES.tsv").read_text("utf-8").splitlines()[1:]
+        with tempfile.TemporaryDirectory() as tmp:
+            gitdirs = {repo: gitdir_for(repo, mirrors, Path(tmp)) for repo in FRESH_REPOS}
+            items = [Item("jinja", *found, "fresh") for found in fresh(gitdirs)]
+            for old in (args.out / "fresh").glob("*/*"):
+                old.unlink()
+            count = write(items, args.out, [r for r in rows if not r.startswith("fresh/")])
+        print(f"{count} files listed in {args.out / 'SOURCES.tsv'}", file=sys.stderr)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         items: list[Item] = []
         for repo, collect in COLLECTORS.items():
@@ -295,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             items += llamacpp(None, args.llamacpp_dir)
         else:
             items += llamacpp(gitdir_for(LLAMACPP, mirrors, Path(tmp)))
-    for sub in ("dev", "held_out", "external", "llamacpp"):
+        gitdirs = {repo: gitdir_for(repo, mirrors, Path(tmp)) for repo in FRESH_REPOS}
+        items += [Item("jinja", *found, "fresh") for found in fresh(gitdirs)]
+    for sub in ("dev", "held_out", "external", "llamacpp", "fresh"):
         for old in (args.out / sub).glob("*/*"):
             old.unlink()
     count = write(items, args.out)

@@ -4,8 +4,8 @@
     python scripts/templates_corpus.py --mirror …    # first, to refresh the corpus from its sources
     python scripts/templates_index.py [--benign tests/data/templates/benign]
 
-Every Jinja and Go template of the dev, held_out and llamacpp splits is an entry (the external split
-stays out: it is the test of how the detector does on templates it has never seen): its family (the file name
+Every Jinja and Go template of the dev, held_out and llamacpp splits is an entry (the external and fresh
+splits stay out: they test how the detector does on templates it has never seen): its family (the file name
 without the source prefix and hash), its source (repository:path@commit from SOURCES.tsv) and its text.
 The output is deterministic (sorted, gzip without a timestamp).
 """
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for rel, source in sorted(sources.items()):
         kind = KINDS.get(Path(rel).suffix)
-        if kind is None or rel.startswith("external/"):  # the external split stays unknown: a test set
+        if kind is None or rel.startswith(("external/", "fresh/")):  # test sets stay unknown to it
             continue
         stem = Path(rel).stem
         family = re.sub(r"^[^-]+-|-[0-9a-f]{8}$", "", stem)

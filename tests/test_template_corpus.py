@@ -18,7 +18,7 @@ def test_benign_corpus_is_large_and_sourced() -> None:
     kinds = collections.Counter(s.kind for s in samples)
     assert kinds["jinja"] + kinds["go"] >= 150
     assert kinds["jinja"] >= 100 and kinds["go"] >= 60
-    assert {s.split for s in samples} == {"dev", "held_out", "external", "llamacpp"}
+    assert {s.split for s in samples} == {"dev", "held_out", "external", "llamacpp", "fresh"}
     rows = (BENIGN / "SOURCES.tsv").read_text("utf-8").splitlines()[1:]
     listed = {row.split("\t")[0].rsplit("/", 1)[-1] for row in rows}
     assert {s.name for s in samples} <= listed

@@ -1,6 +1,7 @@
 """Detection rates on the corpora (tests/data/templates/), not single strings: on the development and the
-held-out splits and on templates collected from other publishers (the external split, never used while
-tuning), no real template is flagged high and at most 1 % is flagged at all; at least 85 % of the
+held-out splits, on templates collected from other publishers (the external split, never used while
+tuning), on llama.cpp's models/templates and on the fresh split (collected after tuning, measured before
+the fix it led to), no real template is flagged high and at most 1 % is flagged at all; at least 85 % of the
 poisoned variants are caught at medium or above and 75 % at high. Measured by the tree analysis alone
 (no known-good index), and again with an index of the development split (so held-out real templates are
 as unknown to it as a new release would be)."""
@@ -54,7 +55,7 @@ def at_least(verdict, level: Severity) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("split", (*SPLITS, "external", "llamacpp"))
+@pytest.mark.parametrize("split", (*SPLITS, "external", "llamacpp", "fresh"))
 def test_no_real_template_is_flagged_high(split: str, mode: str) -> None:
     samples = [s for s in benign() if s.split == split]
     assert len(samples) >= 10
@@ -66,7 +67,7 @@ def test_at_most_one_percent_of_real_templates_is_flagged(mode: str) -> None:
     """All splits together, the external one (templates never looked at while tuning) included."""
     results = verdicts(benign(), mode)
     flagged = [s.name for s, v in results if at_least(v, Severity.LOW)]
-    assert len(results) >= 300
+    assert len(results) >= 400
     assert len(flagged) <= 0.01 * len(results), flagged
     for split in SPLITS:
         in_split = [s.name for s, _ in results if s.split == split]

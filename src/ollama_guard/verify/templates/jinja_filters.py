@@ -81,6 +81,9 @@ FILTERS: dict[str, Any] = {
 }
 
 
+SELECTORS = frozenset({"selectattr", "rejectattr", "select", "reject", "map", "groupby", "batch", "slice"})
+
+
 def filter_(flow: JinjaFlow, node: nodes.Filter, env: dict[str, Val]) -> Val:
     base = flow.ev(node.node, env) if node.node is not None else Val()
     args = [flow.ev(a, env) for a in node.args]
@@ -112,7 +115,10 @@ def filter_(flow: JinjaFlow, node: nodes.Filter, env: dict[str, Val]) -> Val:
             and attr.const.split(".")[-1] in CONTENT_KEYS
             and ("msgs" in base.taint or "msg" in base.taint)
         )
-        tests = args[1:] if name != "replace" else args[:1]
+        # what the content is compared with: the test's arguments, not the test's name
+        # (selectattr('type', 'equalto', 'text'), select('equalto', 'x')) nor map's filter name
+        tests = {"selectattr": args[2:], "rejectattr": args[2:], "select": args[1:], "reject": args[1:],
+                 "replace": args[:1], "map": []}[name]  # fmt: skip
         respelling = name == "replace" and len(args) > 1 and not inserts_words(args[0], args[1])
         if on_content and not respelling and any(word_bearing(a) for a in tests):
             gates.add(Gate("content", text(node), node.lineno))
@@ -134,6 +140,8 @@ def filter_(flow: JinjaFlow, node: nodes.Filter, env: dict[str, Val]) -> Val:
             base.taint,
             base.gates | frozenset(gates),
         )
+    if name in SELECTORS:  # the result is a part of `base`: the selector arguments are not data
+        return Val(UNKNOWN, base.lits, base.taint, base.gates | frozenset(gates))
     out = join(base, *args)
     if name in ("default", "d") and not base.known:
         return out.with_gates(frozenset(gates))
