@@ -19,6 +19,7 @@ from ollama_guard.verify.templates.flow import HARD_KINDS, SOFT_KINDS, Analysis,
 from ollama_guard.verify.templates.normalise import visible
 
 PAYLOAD_CHARS = 400
+LONG_RUN = 16 * 1024
 
 
 @dataclass
@@ -65,6 +66,22 @@ class Verdict:
             self.evidence.append(item)
 
 
+def condensed(text: str) -> str:
+    """A long run of emitted text with its repeated lines dropped after the first LONG_RUN characters: a
+    recursive macro (functionary's schema printer) expands a 13 KB template into megabytes of the same
+    few hundred lines. The beginning is judged as it is and every distinct line at least once."""
+    if len(text) <= LONG_RUN:
+        return text
+    head = text[:LONG_RUN]
+    seen = set(head.split("\n"))
+    tail = []
+    for line in text[LONG_RUN:].split("\n"):
+        if line not in seen:
+            seen.add(line)
+            tail.append(line)
+    return head + "\n" + "\n".join(tail)
+
+
 def describe(gates: frozenset[Gate] | list[Gate]) -> str:
     names = {
         "content": "message content",
@@ -93,10 +110,14 @@ def judge_analysis(kind: str, source: str, analysis: Analysis, verdict: Verdict 
     verdict = verdict or Verdict(kind)
     for problem in analysis.problems:
         verdict.add(Evidence(problem.id, Severity(problem.severity), problem.line, 1, "", "", problem.detail))
+    done: set[tuple[str, frozenset[Gate]]] = set()
     for emit in analysis.emits:
+        if (emit.text, emit.gates) in done:  # the same text under the same conditions: judged once
+            continue
+        done.add((emit.text, emit.gates))
         hard = frozenset(g for g in emit.gates if g.kind in HARD_KINDS)
         soft = frozenset(g for g in emit.gates if g.kind in SOFT_KINDS)
-        judged = prose.judge(emit.text)
+        judged = prose.judge(condensed(emit.text))
         if not judged.prose.strip() and not hard:
             continue
         if soft and not hard and judged.words >= 1:
