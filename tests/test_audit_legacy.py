@@ -382,3 +382,29 @@ async def test_a_new_database_whose_checkpoints_were_pruned_has_no_old_log(tmp_p
         assert result.intact and result.legacy == 0 and result.writers == 3, result.summary()
     finally:
         await engine.dispose()
+
+
+def test_serve_migrates_an_old_database_on_its_first_start(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upgrade as an operator does it: the new release's `serve` on the old database."""
+    import urllib.error
+    import urllib.request
+
+    from support.gateway import start_gateway
+
+    shutil.copy(DATA / "guard.db", tmp_path / "guard.db")
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    env = {"OLLAMA_GUARD_SECRET": SECRET.decode()}
+    with start_gateway(tmp_path / "gw", "http://127.0.0.1:9", db_url=db, env=env) as gw:
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{gw.url}/api/tags", timeout=10)
+            assert refused.value.code == 401
+    monkeypatch.setenv("OLLAMA_GUARD_SECRET", SECRET.decode())
+    monkeypatch.setenv("OLLAMA_GUARD_HOME", str(tmp_path / "home"))
+    code, out, _ = run_cli(capsys, "logs", "verify", "--db", db)
+    assert code == 0 and out.startswith("intact (") and f"; {OLD} {UPGRADE})" in out, out
+    code, out, _ = run_cli(capsys, "logs", "tail", "-n", str(OLD + 1), "--format", "json", "--db", db)
+    shown = [json.loads(x) for x in out.splitlines()]
+    assert [x["writer"] for x in shown[:OLD - 1]] == [LEGACY_WRITER] * (OLD - 1)
+    assert shown[-1]["reason"] in ("no-key", "bad-key") and shown[-1]["writer"] != LEGACY_WRITER
