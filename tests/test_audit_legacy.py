@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -408,3 +408,17 @@ def test_serve_migrates_an_old_database_on_its_first_start(tmp_path: Path, capsy
     shown = [json.loads(x) for x in out.splitlines()]
     assert [x["writer"] for x in shown[:OLD - 1]] == [LEGACY_WRITER] * (OLD - 1)
     assert shown[-1]["reason"] in ("no-key", "bad-key") and shown[-1]["writer"] != LEGACY_WRITER
+
+
+def test_investigate_reads_an_old_database_with_the_ids_migration_gives(tmp_path: Path) -> None:
+    from ollama_guard.investigate.sources import audit_events
+
+    shutil.copy(DATA / "guard.db", tmp_path / "guard.db")
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    before = [(e.line, e.path, e.status) for e in audit_events(db, None, page=5)]  # read-only, not migrated
+    assert [line for line, _, _ in before] == list(range(-OLD, 0))
+    since = datetime.fromisoformat(FIXTURE["rows"][20]["time"]).replace(tzinfo=UTC)
+    assert len(list(audit_events(db, since, page=4))) == OLD - 20 - 2  # the two odd ones are older
+    asyncio.run(start_pipeline(db))
+    after = [(e.line, e.path, e.status) for e in audit_events(db, None, page=5)]
+    assert after[:OLD] == before

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import (
@@ -216,3 +217,27 @@ async def migrate_legacy_log(engine: AsyncEngine, secret: bytes) -> tuple[int | 
         moved = await migrate(conn, derive_key(secret, PURPOSE_AUDIT_MAC))
         head = (await conn.execute(select(state_table.c.audit_seq).where(state_table.c.id == 1))).scalar()
     return moved, int(head or 0)
+
+
+async def read_old_records(conn: AsyncConnection, *, after_id: int | None, since: Any,
+                           limit: int | None) -> list[Any]:
+    """``read_records`` on a database not migrated yet: og_audit_log's rows as writer ~legacy's, with
+    the ids migration will give them (so evidence names the same record before and after)."""
+    from ollama_guard.gateway.audit.record import AuditRecord, row_values
+
+    top = (await conn.execute(select(func.max(legacy_table.c.seq)))).scalar() or 0
+    head = (await conn.execute(select(state_table.c.audit_seq).where(state_table.c.id == 1))).scalar() or 0
+    offset = max(int(top), int(head)) + 1
+    query = select(legacy_table).order_by(legacy_table.c.seq)
+    if after_id is not None:
+        query = query.where(legacy_table.c.seq > after_id + offset)
+    if since is not None:
+        query = query.where(legacy_table.c.time >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    out = []
+    for row in (await conn.execute(query)).all():
+        values = row_values(row)
+        values["time"] = values["time"].replace(tzinfo=UTC)
+        out.append(AuditRecord(**values, writer=LEGACY_WRITER, seq=row.seq, id=row.seq - offset))
+    return out

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ollama_guard.gateway.audit.follow import Follower, cursor_now, snapshot
+from ollama_guard.gateway.audit.legacy import has_legacy_table, has_table, read_old_records
 from ollama_guard.gateway.audit.record import AuditRecord, row_to_record, utc_naive
 from ollama_guard.gateway.db import audit_table, short_db_error
 
@@ -36,6 +37,9 @@ async def read_records(
     if limit is not None:
         query = query.limit(limit)
     async with engine.connect() as conn:
+        if not await has_table(conn, audit_table.name) and await has_legacy_table(conn):  # not upgraded
+            when = None if since is None else utc_naive(since)
+            return await read_old_records(conn, after_id=after_id, since=when, limit=limit)
         return [row_to_record(r) for r in (await conn.execute(query)).all()]
 
 
