@@ -5,8 +5,9 @@ one bench/gateway.py uses), each with its own SQLite database:
 
 * `audit_sync = "answer"` (the default): the last byte of every answer waits for the group-commit
   fsync that covers its record (one fsync shared by every answer waiting at that moment);
-* `audit_sync = "interval"` (the relaxed option, and the only behaviour before): the record is handed
-  to the kernel before the last byte; the writer process fsyncs about every 20 ms.
+* `audit_sync = "interval"` (the default): the record is handed to the kernel before the last byte
+  and its sequence number is durably reserved (1,024 at a time, in the background); the writer process
+  fsyncs the records about every 20 ms.
 
 Each round loads both with `wrk` in turn (the order alternates between rounds): c=64 for throughput,
 then c=1 for the added latency. It prints each round and the medians, the differences, the CPU of

@@ -5,6 +5,7 @@
 * ``chain``    — the HMAC chains: one per writer, plus the shared checkpoint chain;
 * ``writer``   — the writer process: spool → chain → database, one persistent connection;
 * ``recorder`` — the request path's interface (``record``, ``spool_before_forward``, ``accepting``);
+* ``ack``      — what an answer's last byte waits for (``audit_sync``: fsync, or a durable reservation);
 * ``verify``   — ``logs verify``: edits, splices, gaps and cut-off tails, named;
 * ``prune``    — ``logs prune --before DATE`` with base anchors;
 * ``read``     — ``logs tail`` and ``investigate --audit-db``;

@@ -8,10 +8,10 @@
     await recorder.flush()                       # wait until what was spooled is in the database
 
 ``record`` hands the record to the kernel (the spool, one ``write(2)``) and returns; the writer
-process chains and stores it. With ``sync_answers`` (``audit_sync = "answer"``) the record
-stage then awaits ``durable()``, the group-commit fsync that covers the record, before the answer's
-last byte is sent: a client never holds a complete answer whose record a power loss could still
-erase. ``durable()`` is False when the fsync failed: the answer is then not completed, and keyed
+process chains and stores it. The record stage then awaits ``durable()`` before the answer's last
+byte is sent: the record is on disk (``audit_sync = "answer"``), or its sequence number is durably
+reserved, so that a power loss that erases it leaves a gap ``logs verify`` names (``"interval"``; see
+``ack.py``). ``durable()`` is False when an fsync failed: the answer is then not completed, and keyed
 requests are refused until an fsync succeeds again.
 
 Refusals of unauthenticated traffic are aggregated: the first refusal of each (client address, reason)
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_guard.errors import GuardError
+from ollama_guard.gateway.audit.ack import RESERVE_AHEAD, AnswerGate
 from ollama_guard.gateway.audit.record import RecordFields
 from ollama_guard.gateway.audit.spool import SEGMENT_BYTES, SpoolWriter
 from ollama_guard.gateway.db import redact_url, sqlite_path
@@ -100,6 +101,7 @@ class Recorder:
         close_timeout: float = 30.0,
         writer_settings: dict[str, Any] | None = None,
         sync_answers: bool = False,
+        reserve_ahead: int = RESERVE_AHEAD,
     ) -> None:
         self._db_url = db_url
         self._secret = secret
@@ -111,7 +113,7 @@ class Recorder:
         self._aggregate_limit = aggregate_limit
         self._close_timeout = close_timeout
         self._writer_settings = writer_settings or {}
-        self.sync_answers = sync_answers
+        self._gate = AnswerGate(self.spool, sync_answers=sync_answers, reserve_ahead=reserve_ahead)
         self._seq = 0
         self._committed = 0
         self._aggregates: dict[tuple[str, str], list[Any]] = {}
@@ -121,7 +123,6 @@ class Recorder:
         self._ready = asyncio.Event()  # the writer process has connected
         self._closing = False
         self._spool_error: str | None = None
-        self._sync_error: str | None = None  # the last fsync failed: nothing since is known to be on disk
         self._last_error_log = float("-inf")
         self.last_error: str | None = None  # the writer process's last database error
         # metrics
@@ -137,6 +138,7 @@ class Recorder:
         the spool); the writer process connects in the background (``wait_ready`` waits for it)."""
         try:
             self.spool.open()
+            await self._gate.start(self._seq)
         except OSError as exc:
             where = self.spool.directory
             raise GuardError(f"cannot open the audit spool in {where}: {exc.strerror or exc}") from None
@@ -230,33 +232,13 @@ class Recorder:
         """Spool ``fields`` and fsync before returning; ``AuditUnavailable`` if that is impossible."""
         if not self._append(1, fields):
             raise AuditUnavailable(self._spool_error or "audit spool unavailable")
-        if not await self._sync():
-            raise AuditUnavailable(self._sync_error or "audit spool unavailable")
+        if not await self._gate.sync():
+            raise AuditUnavailable(self._gate.error or "audit spool unavailable")
 
     async def durable(self) -> bool:
-        """Before an answer's last byte: True once every record spooled so far is on disk (at once
-        without ``sync_answers``, unless the last fsync failed: then every answer retries it, so the
-        recorder accepts keyed requests again once fsync works); False if the fsync failed (the answer
-        must not be completed)."""
-        if self.sync_answers or self._sync_error is not None:
-            return await self._sync()
-        return True
-
-    async def _sync(self) -> bool:
-        try:
-            await self.spool.sync()
-        except OSError as exc:
-            self._sync_error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
-            now = time.monotonic()
-            if now - self._last_error_log > 5:
-                self._last_error_log = now
-                log.error("audit spool fsync failed (answers withheld, keyed requests refused): %s",
-                          self._sync_error)
-            return False
-        if self._sync_error is not None:
-            self._sync_error = None
-            log.warning("audit spool fsync works again")
-        return True
+        """Before an answer's last byte: False if it must not be completed (see ``ack.AnswerGate``:
+        its record on disk, or its sequence number durably reserved)."""
+        return await self._gate.before_answer(self._seq)
 
     async def flush(self, wait: float = 10.0) -> bool:
         """Wait until every record spooled so far is in the database (False after ``wait`` seconds)."""
@@ -274,7 +256,7 @@ class Recorder:
 
     def accepting(self) -> bool:
         """False when keyed requests must be refused: the spool failed or the writer fell behind."""
-        return (self._spool_error is None and self._sync_error is None and self.backlog() < self._max_backlog
+        return (self._spool_error is None and self._gate.error is None and self.backlog() < self._max_backlog
                 and not self._closing)
 
     def healthy(self) -> bool:

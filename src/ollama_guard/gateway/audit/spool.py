@@ -10,6 +10,14 @@ idle; callers arriving while an fsync is under way share the next one (group com
 also fsyncs the segment before it commits records to the database. Segments roll over at
 ``segment_bytes``; the writer process deletes a segment once every record in it is in the database.
 
+With ``audit_sync = "interval"`` an answer does not wait for an fsync, so a power loss can cut off the
+spool's last records after they were answered. To make that loss visible, the header names the boot
+(``/proc/sys/kernel/random/boot_id``) and the serving side *reserves* sequence numbers ahead of use: a
+``{"reserve": N}`` line, fsynced before any answer whose record has a number above the previous
+reservation is completed (in the background, well before it is needed). A spool found after a restart
+of the host whose records end below its reservation may have lost answered records up to N: the
+writer process then records that gap, and ``logs verify`` names it.
+
 While W's process lives it holds an exclusive ``flock`` on ``W.lock``. A spool whose lock is free
 belongs to a dead process: any writer process may take the lock and drain it (replay on start).
 """
@@ -30,6 +38,17 @@ from typing import Any
 SEGMENT_BYTES = 64 * 1024 * 1024
 _SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9._-]{1,64})\.(?P<n>\d{8})\.spool$")
 _ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
+
+
+def boot_id() -> str:
+    """This boot of the host: the page cache of a previous boot is gone, so what was not fsynced then
+    may be lost; a process that was merely killed leaves its written data to the same boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import psutil
+
+        return f"boot-time-{int(psutil.boot_time())}"
 
 
 def segment_path(directory: Path, writer: str, n: int) -> Path:
@@ -92,6 +111,7 @@ class SpoolWriter:
         self._size = 0
         self.written = 0  # bytes handed to the kernel (all segments)
         self.synced = 0  # bytes known to be on disk
+        self.reservation = 0  # sequence numbers reserved so far (see reserve)
         self._sync_task: asyncio.Task[None] | None = None
         self._fsync_pool: concurrent.futures.ThreadPoolExecutor | None = None  # one thread, fsync only
 
@@ -111,9 +131,11 @@ class SpoolWriter:
         path = segment_path(self.directory, self.writer, self._segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         header = _ENCODE({"og_spool": 1, "writer": self.writer, "fp": self._fingerprint,
-                          "segment": self._segment}).encode("ascii") + b"\n"
+                          "segment": self._segment, "boot": boot_id()}).encode("ascii") + b"\n"
         self._size = 0
         self._write(header)
+        if self.reservation:  # the earlier segments holding it are deleted once written: carry it over
+            self._write(_reserve_line(self.reservation))
         os.fsync(self._fd)
         _fsync_dir(self.directory)
         self.synced = self.written
@@ -137,6 +159,11 @@ class SpoolWriter:
         self._write(line.encode("ascii") + b"\n")
         if self._size >= self._segment_bytes:
             self._roll()
+
+    def reserve(self, upto: int) -> None:
+        """Reserve sequence numbers up to ``upto`` (durable once a later ``sync`` returns)."""
+        self._write(_reserve_line(upto))
+        self.reservation = max(self.reservation, upto)
 
     async def sync(self) -> None:
         """Return once everything appended so far is on disk (one fsync serves every waiter)."""
@@ -182,6 +209,10 @@ class SpoolWriter:
             self._lock_fd = None
 
 
+def _reserve_line(upto: int) -> bytes:
+    return b'{"reserve":%d}\n' % upto
+
+
 class SpoolReader:
     """The writer process's side: the records of one writer's spool, in order, as they arrive."""
 
@@ -196,6 +227,8 @@ class SpoolReader:
         self._finished: list[int] = []  # segments read to the end, deleted once committed
         self.corrupt = 0  # lines that could not be read (torn or damaged)
         self.foreign = False  # the spool was written with another secret (left alone)
+        self.boot: str | None = None  # the boot its last segment was written in (None: older spool)
+        self.reserved = 0  # the highest sequence number reserved in it
 
     def _open(self, n: int) -> None:
         if self._file is not None:
@@ -245,11 +278,23 @@ class SpoolReader:
                 try:
                     header = json.loads(line)
                     ok = header.get("writer") == self.writer and header.get("fp") == self._fingerprint
+                    boot = header.get("boot")
                 except (ValueError, AttributeError):
                     ok = False
                 if not ok:
                     self.foreign = True
                     return
+                self.boot = boot if isinstance(boot, str) else None
+                continue
+            if line.startswith(b'{"reserve":'):
+                try:
+                    upto = json.loads(line)["reserve"]
+                    if type(upto) is not int:
+                        raise ValueError
+                except (ValueError, KeyError, TypeError):
+                    self.corrupt += 1
+                    continue
+                self.reserved = max(self.reserved, upto)
                 continue
             try:
                 seq, count, *fields = json.loads(line)

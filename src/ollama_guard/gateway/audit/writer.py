@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,7 +37,8 @@ from ollama_guard.gateway.audit.chain import (
     read_head,
     register_writer,
 )
-from ollama_guard.gateway.audit.spool import SpoolReader, lock_path, spooled_writers, try_lock
+from ollama_guard.gateway.audit.record import RecordFields
+from ollama_guard.gateway.audit.spool import SpoolReader, boot_id, lock_path, spooled_writers, try_lock
 from ollama_guard.gateway.db import create_engine_for, immediate, short_db_error
 from ollama_guard.gateway.secrets import PURPOSE_AUDIT_MAC, derive_key, secret_fingerprint
 
@@ -138,9 +140,30 @@ class Drain:
         """Drain to the end (the writing process is gone) and mark the writer closed."""
         while await self.step(final=True):
             pass
-        await self._commit([], close=True, checkpoint=True)
+        await self._commit(await self._cut_off(), close=True, checkpoint=True)
         self.reader.drop_finished()
         self.reader.close()
+
+    async def _cut_off(self) -> list[tuple[int, int, Any]]:
+        """A spool written before the host restarted (power loss, kernel crash) may have lost records
+        that were answered but not yet fsynced; their numbers are at most its durable reservation. If
+        the spool ends below it, a record numbered just above it is written, so that the numbers in
+        between are a gap that ``logs verify`` names. Nothing when the host has not restarted (a killed
+        process's written records are all in the spool)."""
+        reserved = self.reader.reserved
+        if self.reader.boot is None or self.reader.boot == boot_id() or not reserved:
+            return []
+        conn = await self.store.connection()
+        async with conn.begin():
+            seq = (await register_writer(conn, self.key, self.writer))[0]
+        if seq >= reserved:
+            return []
+        reason = (f"audit spool cut off by a restart of the host (power loss or crash): records "
+                  f"{seq + 1}-{reserved} may have been answered; none of them reached the log")
+        marker = RecordFields(psutil.boot_time(), None, None, "-", "-", "-", None, 0, "deny", reason,
+                              0, 0, 0, 0.0, "")
+        log.error("writer %s: %s", self.writer, reason)
+        return [(reserved + 1, 1, marker)]
 
 
 class WriterProcess:
