@@ -15,10 +15,16 @@ before it, so the CPU time per request of neighbours, taken in the same round, g
 CPU time per request = the process's user and system CPU (psutil, all threads) over a wrk run divided
 by the requests wrk completed; system time is where the system calls show. Rounds interleave the
 servers (order reversed every other round) so they see the same neighbours on a shared machine; each
-figure is the median of the rounds with their range. Then, per workload, one run of the full gateway
-under cProfile splits the serving thread's time by stage (profiler-inflated: only the shares mean much).
+figure is the median of the rounds with their range. `--pollers` adds the pipeline with the key and
+ban pollers stopped (what polling every 0.25 s costs). Idle CPU per second of every server is taken
+first.
+
+The pipeline is then split by stage two ways: in process (`bench/parts_stages.py`: each stage timed
+on its own, no I/O, warm caches — a lower bound), and by one run of the full gateway under cProfile
+(the serving thread's CPU clock; profiler-inflated, only the shares mean much).
 
     python bench/gateway_parts.py [--quick] [--duration 5] [--rounds 3] [--only show] [--no-profile]
+                                  [--pollers]
 
 Everything runs on loopback. Needs nginx and wrk on PATH.
 """
@@ -45,8 +51,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as gw_bench  # bench/gateway.py: nginx configs, wrk runner, key creation
 import parts_servers
+import parts_stages
 
 NGINX = "nginx proxy"
+QUIET = "quiet-pollers"
 TARGETS = (*parts_servers.VARIANTS, NGINX)
 PARTS = (  # (label, variant, variant it is measured against)
     ("HTTP server: parse, respond, syscalls", "fixed", None),
@@ -68,7 +76,11 @@ class Sample:
 
 @dataclass
 class Runs:
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {t: [] for t in TARGETS})
+    targets: tuple[str, ...] = TARGETS
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.samples = {t: [] for t in self.targets}
 
 
 def cpu(pid: int) -> tuple[float, float, float]:
@@ -133,6 +145,11 @@ def part_rows(runs: Runs) -> list[tuple[str, list[float], list[float], list[floa
         user = [x.user_us - (s[base][i].user_us if base else 0) for i, x in enumerate(s[variant])]
         sys_ = [x.sys_us - (s[base][i].sys_us if base else 0) for i, x in enumerate(s[variant])]
         rows.append((label, user, sys_, [a + b for a, b in zip(user, sys_, strict=True)]))
+    if QUIET in s:
+        user = [x.user_us - q.user_us for x, q in zip(s["pipeline"], s[QUIET], strict=True)]
+        sys_ = [x.sys_us - q.sys_us for x, q in zip(s["pipeline"], s[QUIET], strict=True)]
+        rows.append(("  of the pipeline: key + ban pollers (every 0.25 s)", user, sys_,
+                     [a + b for a, b in zip(user, sys_, strict=True)]))
     writer = [x.child_us for x in s["full"]]
     rows.append(("audit, writer process", [], [], writer))
     rows.append(("gateway, serving process", [x.user_us for x in s["full"]], [x.sys_us for x in s["full"]],
@@ -149,10 +166,10 @@ def report(workload: str, runs: Runs) -> list[str]:
     lines = [f"#### {workload}", "",
              "| Part | user µs | system µs | total µs | share of the gateway |", "|---|---:|---:|---:|---:|"]
     for label, user, sys_, total in part_rows(runs):
-        share = f"{statistics.median(total) / full_total:.0%}" if not label.startswith("nginx") else "–"
+        share = "–" if label.startswith("nginx") else f"{statistics.median(total) / full_total:.0%}"
         lines.append(f"| {label} | {spread(user) if user else '–'} | {spread(sys_) if sys_ else '–'} | "
                      f"{spread(total)} | {share} |")
-    rps = " · ".join(f"{t} {statistics.median(x.rps for x in s[t]):,.0f}" for t in TARGETS)
+    rps = " · ".join(f"{t} {statistics.median(x.rps for x in s[t]):,.0f}" for t in runs.targets)
     share = [g.rps / n.rps for g, n in zip(s["full"], s[NGINX], strict=True)]
     cpu_ratio = [(g.user_us + g.sys_us + g.child_us) / (n.user_us + n.sys_us)
                  for g, n in zip(s["full"], s[NGINX], strict=True)]
@@ -224,6 +241,23 @@ def profile_run(upstream: str, db_url: str, env: dict[str, str], url_path: str, 
         out.unlink(missing_ok=True)
 
 
+def stage_split(db_url: str, upstream: str, token: str, method: str, path: str, body: str | None,
+                quick: bool) -> list[str]:
+    rows = parts_stages.run(db_url, upstream, token, method, path, body, n=1000 if quick else 3000, repeats=1)
+    lines = ["The pipeline by stage, in process (no I/O, no event-loop or socket work, warm caches: a lower "
+             "bound; the ablation above is what a request really costs):", "",
+             "| Stage | µs per request (median) |", "|---|---:|"]
+    lines += [f"| {label} | {us:.1f} |" for label, us in rows]
+    return lines
+
+
+def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU milliseconds per second of each server (and its children) while nobody sends it anything."""
+    before = {v: cpu(pid) for v, pid in pids.items()}
+    time.sleep(seconds)
+    return {v: sum(cpu(pid)) * 1000 / seconds - sum(before[v]) * 1000 / seconds for v, pid in pids.items()}
+
+
 # --- the driver ----------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -237,8 +271,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default=None, help="only workloads whose name contains this text")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile split")
+    parser.add_argument("--pollers", action="store_true",
+                        help="also run the pipeline with the key and ban pollers stopped (their cost)")
     parser.add_argument("--keep-profiles", type=Path, default=None, help="keep the raw pstats files in DIR")
-    parser.add_argument("--serve", choices=parts_servers.VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=parts_servers.VARIANTS + parts_servers.EXTRA_VARIANTS,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
@@ -270,36 +307,43 @@ def main() -> int:
         time.sleep(0.5)
         token = gw_bench.create_admin_key(db_url)
         bases: dict[str, str] = {NGINX: f"http://127.0.0.1:{proxy_port}"}
-        for variant in parts_servers.VARIANTS:
+        targets = (*parts_servers.VARIANTS, QUIET, NGINX) if args.pollers else TARGETS
+        for variant in targets[:-1]:
             procs[variant], bases[variant] = start(variant, upstream, db_url, env)
         pids = {v: p.pid for v, p in procs.items()}
         pids[NGINX] = gw_bench.process_tree(nginxes[1].pid)[-1]  # the worker (the master idles)
         print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; wrk -t{args.threads} "
               f"-c{args.connections} -d{args.duration}s; {args.rounds} interleaved rounds", flush=True)
-        doc: list[str] = []
+        time.sleep(2)
+        idle = idle_cpu(pids, 3.0 if args.quick else 6.0)
+        idle_line = ("Idle CPU (nobody sending; key/ban pollers, readiness, the audit writer's polling), "
+                     "ms per second: " + " · ".join(f"{v} {ms:.1f}" for v, ms in idle.items()) + ".")
+        print(idle_line, flush=True)
+        doc: list[str] = [idle_line, ""]
         summary: dict[str, dict[str, float]] = {}
         errors = 0
         for workload, (method, path, body) in workloads.items():
-            runs = Runs()
-            for target in TARGETS:
+            stages = stage_split(db_url, upstream, token, method, path, body, args.quick)
+            runs = Runs(targets)
+            for target in targets:
                 check(bases[target] + path, method, body, token)
                 gw_bench.run_wrk(bases[target] + path, method, body, token, 1, args.connections, args.threads,
                                  workdir)  # warm: pools filled, code paths taken
             for rnd in range(args.rounds):
-                for target in TARGETS if rnd % 2 == 0 else reversed(TARGETS):
+                for target in targets if rnd % 2 == 0 else reversed(targets):
                     sample = measure(pids[target], bases[target] + path, method, body, token, args, workdir)
                     runs.samples[target].append(sample)
                     errors += sample.errors
                     print(f"{workload:40s} round {rnd + 1} {target:12s} {sample.rps:9,.0f} req/s  "
                           f"user {sample.user_us:5.0f}  sys {sample.sys_us:5.0f}  children "
                           f"{sample.child_us:5.0f} µs/req  errors {sample.errors}", flush=True)
-            lines = report(workload, runs)
+            lines = [*report(workload, runs), "", *stages]
             if not args.no_profile:
                 lines += ["", *profile_run(upstream, db_url, env, path, method, body, token, args, workdir)]
             print("\n" + "\n".join(lines) + "\n", flush=True)
             doc += [*lines, ""]
             summary[workload] = {t: statistics.median(x.user_us + x.sys_us + x.child_us
-                                                      for x in runs.samples[t]) for t in TARGETS}
+                                                      for x in runs.samples[t]) for t in targets}
             summary[workload]["share_of_nginx_rps"] = statistics.median(
                 g.rps / n.rps for g, n in zip(runs.samples["full"], runs.samples[NGINX], strict=True))
         print(f"load average at the end {os.getloadavg()[0]:.2f}")

@@ -15,7 +15,9 @@ two variants differ only by the part added between them:
                     drops records;
 * ``metrics``     — the same with the real metrics;
 * ``full``        — the same with the real audit recorder too (spool + writer process): the gateway
-                    as `ollama-guard serve` runs it.
+                    as `ollama-guard serve` runs it;
+* ``quiet-pollers`` (optional) — ``pipeline`` with the key and ban pollers polling once an hour
+                    instead of every 0.25 s: what the background polling costs the serving process.
 
 `--profile-out FILE`: SIGUSR1 starts cProfile in the serving thread, a second SIGUSR1 stops it and
 writes the stats to FILE (the driver profiles only the load it sends in between).
@@ -37,6 +39,7 @@ import gateway as gw_bench  # bench/gateway.py: the canned Ollama answers
 
 READY = "gateway-parts listening on "
 VARIANTS = ("fixed", "passthrough", "pipeline", "metrics", "full")
+EXTRA_VARIANTS = ("quiet-pollers",)  # `pipeline` with the key and ban pollers (nearly) stopped
 _STREAM_TYPES = (b"application/x-ndjson", b"text/event-stream")
 
 Scope = dict[str, Any]
@@ -225,6 +228,24 @@ def gateway_app(config: Any, *, metrics: bool, audit: bool) -> Any:
     return app
 
 
+def quiet_pollers() -> None:
+    """The key and ban pollers poll once an hour instead of every 0.25 s (and the key snapshot never
+    goes stale): a measurement of what polling costs the serving process, never a configuration."""
+    import ollama_guard.gateway.bans as bans_module
+    import ollama_guard.gateway.keys as keys_module
+
+    key_init, ban_init = keys_module.KeyAuthenticator.__init__, bans_module.BanList.__init__
+
+    def keys(self: Any, engine: Any, secret: bytes, **_: Any) -> None:
+        key_init(self, engine, secret, poll_interval=3600.0, stale_after=1e9)
+
+    def bans(self: Any, engine: Any, **_: Any) -> None:
+        ban_init(self, engine, poll_interval=3600.0)
+
+    keys_module.KeyAuthenticator.__init__ = keys  # type: ignore[method-assign]
+    bans_module.BanList.__init__ = bans  # type: ignore[method-assign]
+
+
 def install_profiler(out: Path) -> None:
     """SIGUSR1 toggles cProfile in this (the serving) thread; the second one writes the stats. The
     profiler's clock is the thread's CPU time, so time the thread spends descheduled (a busy shared
@@ -251,6 +272,8 @@ def serve(variant: str, upstream_url: str, db_url: str, profile_out: Path | None
     from ollama_guard.gateway.config import load_config
     from ollama_guard.gateway.server import _prepare, _uvicorn_config, bind_socket, configure_protocol
 
+    if variant == "quiet-pollers":
+        quiet_pollers()
     config = load_config(None, {"db": db_url, "upstream": upstream_url, "listen": "127.0.0.1:0"}, {})
     asyncio.run(_prepare(config))
     configure_protocol(config)
