@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,6 +154,42 @@ async def test_aggregates_unauthenticated_refusals_and_keeps_every_keyed_record(
     assert (await verify_chain(sqlite_engine, SECRET)).intact
 
 
+@pytest.mark.parametrize("repeats", [1, 2, 3, 7])
+async def test_every_keyless_refusal_is_counted_however_few(sqlite_engine, sqlite_url: str, tmp_path: Path,
+                                                           repeats: int) -> None:
+    """Aggregation must not lose the small counts: 2 refusals in an interval are a row plus a repeat
+    of 1, and a lone repeat is as much a record as a thousand."""
+    flood = [fields(i, key_id=None, key_name=None, decision="deny", status=401, reason="no-key",
+                    client=f"198.51.100.{c}") for c in range(3) for i in range(repeats)]
+    await recorded(sqlite_url, flood, tmp_path)
+    stored = await read_records(sqlite_engine)
+    for c in range(3):
+        assert sum(r.count for r in stored if r.client == f"198.51.100.{c}") == repeats
+
+
+async def test_the_writer_process_gets_no_secret_on_its_command_line(request: pytest.FixtureRequest,
+                                                                    tmp_path: Path) -> None:
+    """The database URL (with its password) and the audit secret reach the writer on its stdin: a
+    command line is readable by every local user (ps, /proc/PID/cmdline)."""
+    password = "s3cret-pg-password-in-url"
+    # the test server trusts every login; the URL still carries the password, as a real one would
+    url = str(request.getfixturevalue("pg_url")).replace("@", f":{password}@", 1)
+    engine = create_engine_for(url)
+    await init_schema(engine)
+    await engine.dispose()
+    recorder = Recorder(url, SECRET, spool_dir=tmp_path / "spool")
+    await recorder.start(wait_ready=True)
+    try:
+        assert recorder._process is not None
+        writer = psutil.Process(recorder._process.pid)
+        for text in ("\0".join(writer.cmdline()), "\0".join(f"{k}={v}" for k, v in writer.environ().items())):
+            assert password not in text and SECRET.hex() not in text and SECRET.decode() not in text
+        recorder.record(fields(1))
+    finally:
+        await recorder.close()
+    assert recorder.stats()["dropped"] == 0
+
+
 async def test_state_changing_action_is_on_disk_before_it_returns(
     sqlite_engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +245,12 @@ async def test_keyed_records_are_refused_while_the_writer_is_stalled(sqlite_engi
     assert recorder._process is not None
     os.kill(recorder._process.pid, signal.SIGSTOP)
     try:
-        for i in range(60):
+        for i in range(49):
+            recorder.record(fields(i))
+        assert recorder.backlog() == 49 and recorder.accepting()  # below the threshold: still accepting
+        recorder.record(fields(49))
+        assert recorder.backlog() == 50 and not recorder.accepting()  # at it: keyed requests refused
+        for i in range(50, 60):
             recorder.record(fields(i))
         assert recorder.backlog() == 60 and not recorder.accepting() and not recorder.healthy()
     finally:
