@@ -319,7 +319,7 @@ async def run_stream(
     from ollama_guard.gateway.console import pages_audit
 
     monkeypatch.setattr(pages_audit, "POLL_SECONDS", 0.05)
-    monkeypatch.setattr(pages_audit, "STREAM_SECONDS", 1.2)
+    monkeypatch.setattr(pages_audit, "STREAM_SECONDS", 0.9)
     sent: list[bytes] = []
 
     async def send(message: dict[str, Any]) -> None:
