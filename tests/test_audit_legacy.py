@@ -404,10 +404,10 @@ def test_serve_migrates_an_old_database_on_its_first_start(tmp_path: Path, capsy
     monkeypatch.setenv("OLLAMA_GUARD_HOME", str(tmp_path / "home"))
     code, out, _ = run_cli(capsys, "logs", "verify", "--db", db)
     assert code == 0 and out.startswith("intact (") and f"; {OLD} {UPGRADE})" in out, out
-    code, out, _ = run_cli(capsys, "logs", "tail", "-n", str(OLD + 1), "--format", "json", "--db", db)
+    code, out, _ = run_cli(capsys, "logs", "tail", "-n", "1000", "--format", "json", "--db", db)
     shown = [json.loads(x) for x in out.splitlines()]
-    assert [x["writer"] for x in shown[:OLD - 1]] == [LEGACY_WRITER] * (OLD - 1)
-    assert shown[-1]["reason"] in ("no-key", "bad-key") and shown[-1]["writer"] != LEGACY_WRITER
+    assert [(x["writer"], x["seq"]) for x in shown[:OLD]] == [(LEGACY_WRITER, i) for i in range(1, OLD + 1)]
+    assert shown[OLD:] and all(x["reason"] == "no-key" and x["writer"] != LEGACY_WRITER for x in shown[OLD:])
 
 
 def test_investigate_reads_an_old_database_with_the_ids_migration_gives(tmp_path: Path) -> None:
