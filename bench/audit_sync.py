@@ -1,6 +1,6 @@
 """What it costs to make every answer wait for the fsync of its audit record (not a test).
 
-Two `ollama-guard serve` processes run side by side in front of the same static nginx upstream (the
+Three `ollama-guard serve` processes run side by side in front of the same static nginx upstream (the
 one bench/gateway.py uses), each with its own SQLite database:
 
 * `audit_sync = "answer"` (the default): the last byte of every answer waits for the group-commit
@@ -8,6 +8,8 @@ one bench/gateway.py uses), each with its own SQLite database:
 * `audit_sync = "interval"` (the default): the record is handed to the kernel before the last byte
   and its sequence number is durably reserved (1,024 at a time, in the background); the writer process
   fsyncs the records about every 20 ms.
+* `before` — `interval` with `audit_reserve_ahead` = 10^12: one reservation at start and never again,
+  which is what `interval` cost before reservations existed (the baseline).
 
 Each round loads both with `wrk` in turn (the order alternates between rounds): c=64 for throughput,
 then c=1 for the added latency. It prints each round and the medians, the differences, the CPU of
@@ -49,7 +51,12 @@ from gateway import (
     wait_for_audit_backlog,
 )
 
-MODES = ("interval", "answer")
+MODES = ("before", "interval", "answer")
+SETTINGS = {
+    "before": {"OLLAMA_GUARD_AUDIT_SYNC": "interval", "OLLAMA_GUARD_AUDIT_RESERVE_AHEAD": str(10**12)},
+    "interval": {"OLLAMA_GUARD_AUDIT_SYNC": "interval"},
+    "answer": {"OLLAMA_GUARD_AUDIT_SYNC": "answer"},
+}
 MARK = "<!-- bench/audit_sync.py -->"
 
 
@@ -103,13 +110,13 @@ def main() -> int:
         for mode in MODES:
             db = f"sqlite:///{workdir / f'{mode}.db'}"
             token = create_admin_key(db)
-            mode_env = {**env, "OLLAMA_GUARD_AUDIT_SYNC": mode}
+            mode_env = {**env, **SETTINGS[mode]}
             proc, url = start_gateway(f"http://127.0.0.1:{port}", db, mode_env, [])
             gateways[mode] = (proc, url, token, db)
         time.sleep(1)
         for r in range(args.rounds):
             probes.append(fsync_probe(workdir))
-            for mode in MODES if r % 2 == 0 else MODES[::-1]:
+            for mode in MODES[r % 3:] + MODES[:r % 3]:  # each goes first in turn
                 proc, url, token, db = gateways[mode]
                 pids = process_tree(proc.pid)  # the gateway and its audit writer process
                 before = cpu_seconds(pids)
@@ -138,19 +145,23 @@ def main() -> int:
 
     med = {m: (median([a.rps for a, _, _ in runs[m]]), median([b.p50_ms for _, b, _ in runs[m]]),
                median([b.p99_ms for _, b, _ in runs[m]]), median([c for _, _, c in runs[m]])) for m in MODES}
-    base, sync = med["interval"], med["answer"]
-    pairs = list(zip(runs["interval"], runs["answer"], strict=True))
-    d_rps = sorted(b[0].rps / a[0].rps - 1 for a, b in pairs)
-    d_p50 = sorted(b[1].p50_ms - a[1].p50_ms for a, b in pairs)
-    d_p99 = sorted(b[1].p99_ms - a[1].p99_ms for a, b in pairs)
+    base = med["before"]
+
+    def versus(mode: str) -> str:
+        pairs = list(zip(runs["before"], runs[mode], strict=True))
+        d_rps = sorted(b[0].rps / a[0].rps - 1 for a, b in pairs)
+        d_p50 = sorted(b[1].p50_ms - a[1].p50_ms for a, b in pairs)
+        d_p99 = sorted(b[1].p99_ms - a[1].p99_ms for a, b in pairs)
+        return (f"`{mode}` vs `before`, median of the {len(pairs)} paired rounds (range): throughput at "
+                f"c={args.connections} {median(d_rps):+.1%} ({d_rps[0]:+.1%} to {d_rps[-1]:+.1%}); added "
+                f"latency at c=1 p50 {median(d_p50):+.3f} ms ({d_p50[0]:+.3f} to {d_p50[-1]:+.3f}), p99 "
+                f"{median(d_p99):+.3f} ms ({d_p99[0]:+.3f} to {d_p99[-1]:+.3f}); CPU "
+                f"{med[mode][3] - base[3]:+.0f} µs per request.")
+
     rows = [f"| `{m}` | {med[m][0]:,.0f} | {med[m][1]:.3f} | {med[m][2]:.3f} | {med[m][3]:.0f} | "
             f"{answered[m]:,} / {records[m]:,} |" for m in MODES]
-    cost = (f"`answer` vs `interval`, median of the {len(pairs)} paired rounds (range): throughput at "
-            f"c={args.connections} {median(d_rps):+.1%} ({d_rps[0]:+.1%} to {d_rps[-1]:+.1%}); added latency "
-            f"at c=1 p50 {median(d_p50):+.3f} ms ({d_p50[0]:+.3f} to {d_p50[-1]:+.3f}), p99 "
-            f"{median(d_p99):+.3f} ms ({d_p99[0]:+.3f} to {d_p99[-1]:+.3f}); CPU {sync[3] - base[3]:+.0f} µs "
-            f"per request. One append + fsync on this disk, probed each round: median "
-            f"{median(probes):.3f} ms ({min(probes):.3f} to {max(probes):.3f}).")
+    cost = (versus("interval") + "\n\n" + versus("answer") + "\n\nOne append + fsync on this disk, probed "
+            f"each round: median {median(probes):.3f} ms ({min(probes):.3f} to {max(probes):.3f}).")
     print(cost)
     section = (
         f"{MARK}\n"

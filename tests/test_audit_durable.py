@@ -85,6 +85,8 @@ def read_for(sock: socket.socket, seconds: float, data: bytes = b"") -> bytes:
 def test_an_answer_is_complete_only_once_its_record_is_fsynced(
     decoy: DecoyProcess, tmp_path: Path, mode: str
 ) -> None:
+    """`answer`: the last byte waits for the record's fsync. `interval` (numbers reserved 2 at a time
+    here): answers within the durable reservation do not wait; the first one beyond it does."""
     db = f"sqlite:///{tmp_path / 'guard.db'}"
     keys = create_keys(db, [KeySpec("reader", "read")])
     hook = tmp_path / "hook"
@@ -93,25 +95,30 @@ def test_an_answer_is_complete_only_once_its_record_is_fsynced(
     flag = tmp_path / "block-fsync"
     path = [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {"PYTHONPATH": os.pathsep.join(path), "OG_TEST_FSYNC_BLOCK": str(flag),
-           "OLLAMA_GUARD_SHUTDOWN_DELAY": "0"}
-    env["OLLAMA_GUARD_AUDIT_SYNC"] = mode
+           "OLLAMA_GUARD_SHUTDOWN_DELAY": "0", "OLLAMA_GUARD_AUDIT_SYNC": mode,
+           "OLLAMA_GUARD_AUDIT_RESERVE_AHEAD": "2"}
+
+    def version() -> socket.socket:
+        return http_get(gw.host, gw.port, "/api/version", keys["reader"])
+
     with start_gateway(tmp_path, decoy.url, db_url=db, env=env) as gw:
-        with contextlib.closing(http_get(gw.host, gw.port, "/api/version", keys["reader"])) as sock:
-            assert complete(read_for(sock, 5))  # fsync works: the answer is there at once
+        with contextlib.closing(version()) as sock:
+            assert complete(read_for(sock, 5))  # fsync works: the answer is there at once (record 1)
         flag.touch()  # from now on fsync blocks (in the gateway and in its writer process)
         try:
-            with contextlib.closing(http_get(gw.host, gw.port, "/api/version", keys["reader"])) as sock:
-                early = read_for(sock, 1.5)
-                if mode == "interval":
-                    assert complete(early), early  # relaxed: the record was handed to the kernel only
-                else:
-                    assert early.startswith(b"HTTP/1.1 200") and not complete(early), early
-                    flag.unlink()
-                    assert complete(read_for(sock, 5, early))  # fsync returned: the last byte follows
+            if mode == "interval":
+                with contextlib.closing(version()) as sock:
+                    assert complete(read_for(sock, 5))  # record 2: reserved at start, no fsync needed
+            with contextlib.closing(version()) as sock:
+                early = read_for(sock, 1.5)  # answer: record 2; interval: record 3, beyond the reservation
+                assert early.startswith(b"HTTP/1.1 200") and not complete(early), early
+                flag.unlink()
+                assert complete(read_for(sock, 5, early))  # fsync returned: the last byte follows
         finally:
             flag.unlink(missing_ok=True)
         gw.stop()
-    assert sum(r["path"] == "/api/version" and r["status"] == 200 for r in audit_rows(db)) == 2
+    answered = 3 if mode == "interval" else 2
+    assert sum(r["path"] == "/api/version" and r["status"] == 200 for r in audit_rows(db)) == answered
 
 
 # --- the recorder in this process -------------------------------------------------------------------

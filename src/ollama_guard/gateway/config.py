@@ -101,6 +101,7 @@ class GatewayConfig(BaseModel):
     # "answer": an answer's last byte waits for the fsync of its audit record (group commit); "interval":
     # the writer process fsyncs about every 20 ms (cheaper; see docs/gateway.md "What survives what")
     audit_sync: Literal["answer", "interval"] = "interval"
+    audit_reserve_ahead: int = 1024  # "interval": numbers reserved per fsync (bounds a reported loss)
 
     @field_validator("listen")
     @classmethod
@@ -149,7 +150,7 @@ class GatewayConfig(BaseModel):
         "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
         "max_json_elements", "max_control_body_bytes", "max_document_body_bytes", "token_reservation",
         "ready_max_audit_backlog",
-        "audit_max_backlog",
+        "audit_max_backlog", "audit_reserve_ahead",
     )
     @classmethod
     def _positive_int(cls, v: int) -> int:

@@ -41,7 +41,8 @@ class Services:
         authenticator = KeyAuthenticator(engine, secret)
         limiter = build_limiter(config, config.workers, engine)
         audit = Recorder(config.db, secret, spool_dir=config.audit_spool_dir,
-                         max_backlog=config.audit_max_backlog, sync_answers=config.audit_sync == "answer")
+                         max_backlog=config.audit_max_backlog, sync_answers=config.audit_sync == "answer",
+                         reserve_ahead=config.audit_reserve_ahead)
         await authenticator.start()
         await limiter.start()
         await audit.start()
