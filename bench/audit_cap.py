@@ -37,9 +37,9 @@ def cgroup_root() -> tuple[str, Path] | None:
 
 
 class CpuCap:
-    """One cgroup with `cpus` CPUs' worth of quota."""
+    """One cgroup with `cpus` CPUs' worth of quota (None: no quota, only the high weight)."""
 
-    def __init__(self, name: str, cpus: float) -> None:
+    def __init__(self, name: str, cpus: float | None) -> None:
         found = cgroup_root()
         if found is None:
             raise OSError("no writable cgroup with a cpu controller (v2 cpu.max or v1 cpu.cfs_quota_us)")
@@ -47,9 +47,9 @@ class CpuCap:
         self.root = root
         self.path = root / name
         self.path.mkdir()
-        quota = int(cpus * PERIOD_US)
+        quota = -1 if cpus is None else int(cpus * PERIOD_US)
         if self.kind == "v2":
-            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            (self.path / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {PERIOD_US}")
             (self.path / "cpu.weight").write_text("10000")
         else:
             (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
