@@ -89,11 +89,11 @@ def test_body_limits_come_from_the_endpoint_catalog() -> None:
 
 
 async def test_the_in_flight_budget_waits_then_refuses_and_gives_back() -> None:
-    budget = BodyBudget(100)
+    budget = BodyBudget(100, largest=100, small_body=0)  # one lane of 100 bytes, one holder may take it all
     first = BodyLease(budget)
     await first.take(80)
     second = BodyLease(budget)
-    waiter = asyncio.create_task(budget.take(30, 2.0))
+    waiter = asyncio.create_task(second.take(30))
     await asyncio.sleep(0.05)
     assert not waiter.done()  # no room yet
     first.release()
@@ -101,18 +101,18 @@ async def test_the_in_flight_budget_waits_then_refuses_and_gives_back() -> None:
     await asyncio.wait_for(waiter, 1)
     assert budget.held == 30
     with pytest.raises(Refusal) as busy:
-        await budget.take(80, 0.05)
+        await budget.large.take(80, (), 0.05)
     assert busy.value.status == 503 and busy.value.retry_after == 1
     with pytest.raises(Refusal) as chunked:
-        second.grow(71)
+        BodyLease(budget).grow(71)
     assert chunked.value.status == 503
     with pytest.raises(Refusal) as never:
-        await budget.take(101, 5)
+        await budget.large.take(101, (), 5)
     assert never.value.status == 413
 
 
 async def test_a_chunked_body_is_held_in_the_budget_as_it_arrives() -> None:
-    budget = BodyBudget(10)
+    budget = BodyBudget(10, largest=10, small_body=0)
     lease = BodyLease(budget)
     chunks = [b"abcd", b"efgh", b"ijkl"]
 

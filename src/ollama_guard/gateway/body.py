@@ -17,9 +17,11 @@ Work per request is bounded:
   body (`gojson.count_values`; deep nesting stops the parser) → 400;
 * bodies above `INLINE_JUDGE_BYTES` are parsed in worker processes (`gateway/judges.py`), never on
   the event loop nor under its GIL;
-* all requests together hold at most `BodyBudget.limit` body bytes: a body that does not fit waits up
-  to `BUDGET_WAIT` seconds for room, then gets 503 with Retry-After (a chunked body that does not fit
-  gets 503 at once). A body's bytes are given back once they have been handed to the upstream.
+* all requests together hold at most the in-flight body budget, in two lanes (small bodies never
+  wait for large ones) of which no key and no client address holds more than a share
+  (`gateway/bodybudget.py`): a body that does not fit waits up to `BUDGET_WAIT` seconds for room,
+  then gets 503 with Retry-After (a chunked body that does not fit gets 503 at once). A body's
+  bytes are given back once they have been handed to the upstream.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ollama_guard.gateway.bodybudget import BUDGET_WAIT, BodyBudget, BodyLease
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.ollama.gojson import BodyError, go_fold, parse_body
+
+__all__ = [
+    "BUDGET_WAIT", "BodyBudget", "BodyHeaders", "BodyLease", "BodyStream", "ClientGone", "JsonBody",
+    "check_body_headers", "judge_json", "read_body",
+]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -62,76 +70,6 @@ def check_body_headers(info: BodyHeaders, limit: int) -> None:
 
 
 _BUFFER_FROM = 64 * 1024  # declared bodies above this size are read into one preallocated buffer
-BUDGET_WAIT = 5.0  # seconds a body may wait for room in the in-flight budget
-
-
-def _busy() -> Refusal:
-    return Refusal(503, "gateway busy with other request bodies, try again", "body-budget", retry_after=1)
-
-
-class BodyBudget:
-    """Request-body bytes held by the gateway at once, all requests together."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed: asyncio.Event | None = None
-
-    def try_take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    async def take(self, size: int, wait: float) -> None:
-        """Hold `size` bytes, waiting up to `wait` seconds for room; Refusal 503 when none came."""
-        if size > self.limit:
-            raise Refusal(413, f"request body larger than {self.limit} bytes", "body-too-large")
-        if self.try_take(size):
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while not self.try_take(size):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise _busy()
-            if self._freed is None:
-                self._freed = asyncio.Event()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._freed.wait()
-            except TimeoutError:
-                raise _busy() from None
-
-    def give(self, size: int) -> None:
-        self.held -= size
-        freed, self._freed = self._freed, None
-        if freed is not None:
-            freed.set()  # every waiter looks again
-
-
-class BodyLease:
-    """The part of the budget one request holds; `release` is idempotent."""
-
-    __slots__ = ("budget", "size")
-
-    def __init__(self, budget: BodyBudget) -> None:
-        self.budget = budget
-        self.size = 0
-
-    async def take(self, size: int) -> None:
-        await self.budget.take(size, BUDGET_WAIT)
-        self.size += size
-
-    def grow(self, size: int) -> None:
-        if not self.budget.try_take(size):
-            raise _busy()
-        self.size += size
-
-    def release(self) -> None:
-        if self.size:
-            self.budget.give(self.size)
-            self.size = 0
 
 
 async def read_body(

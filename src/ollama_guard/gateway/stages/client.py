@@ -34,6 +34,18 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+@lru_cache(maxsize=4096)
+def address_group(text: str) -> str:
+    """The unit one client is counted as (body-budget shares, connection caps): an IPv4 address, or
+    an IPv6 address's /64 — one host or one customer usually gets a whole /64, so counting per /128
+    would let one client count as 2^64 (RFC 6177; what rate limiters such as nginx's users do by hand).
+    Text that is not an address counts as itself."""
+    address = parse_ip(text)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address) if address is not None else text
+
+
 def in_networks(text: str, networks: tuple[IPNetwork, ...]) -> bool:
     address = parse_ip(text)
     return address is not None and any(address in net for net in networks)

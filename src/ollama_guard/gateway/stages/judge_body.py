@@ -1,8 +1,9 @@
 """Stage 5, `judge_body`: read and judge the request body the route takes.
 
 * `json` routes: the whole body is read (the route's size cap → 413, deadline → 408, any
-  Content-Encoding → 415, no room in the in-flight body budget → 503) and parsed with Go's semantics
-  (at most `max_json_elements` values and `max_json_depth` levels; large bodies in worker
+  Content-Encoding → 415, no room in the in-flight body budget → 503: small bodies have a lane of their
+  own and each key and client address holds at most a share, `gateway/bodybudget.py`) and parsed
+  with Go's semantics (at most `max_json_elements` values and `max_json_depth` levels; large bodies in worker
   processes, `gateway/judges.py`); a key Ollama could read differently from us → 400
   (`gateway/body.py`). The cap comes from what the endpoint catalog says the route's body carries
   (`GatewayConfig.body_limit`).
@@ -13,19 +14,19 @@
 from __future__ import annotations
 
 from ollama_guard.gateway.body import (
-    BodyBudget,
     BodyHeaders,
-    BodyLease,
     BodyStream,
     JsonBody,
     check_body_headers,
     read_body,
 )
+from ollama_guard.gateway.bodybudget import BodyBudget, BodyLease, holders_of
 from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import Request
 from ollama_guard.gateway.routes import Route
+from ollama_guard.gateway.stages.client import address_group
 
 Body = JsonBody | BodyStream | None
 
@@ -43,8 +44,8 @@ class JudgeBodyStage:
     def __init__(self, config: GatewayConfig, judges: Judges) -> None:
         self._config = config
         self._judges = judges
-        self.budget = BodyBudget(config.inflight_body_budget)
         self._limits = {kind: config.body_limit(kind) for kind in ("control", "document", "prompt")}
+        self.budget = BodyBudget(config.inflight_body_budget, largest=max(self._limits.values()))
 
     async def __call__(self, req: Request, route: Route) -> Body:
         headers = req.headers
@@ -58,7 +59,8 @@ class JudgeBodyStage:
         if route.body == "json":
             limit = self._limits.get(route.body_class, config.max_body_bytes)
             check_body_headers(info, limit)
-            req.lease = lease = BodyLease(self.budget)
+            facts = req.facts
+            req.lease = lease = BodyLease(self.budget, holders_of(facts.key_id, address_group(facts.client)))
             raw = await read_body(req.receive, limit, config.request_timeout, lease, info.content_length)
             req.facts.bytes_in = len(raw)
             req.facts.body_pending = False
