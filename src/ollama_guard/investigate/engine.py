@@ -5,13 +5,13 @@ Two drivers feed it: ``investigate`` (a whole log, then the report) and ``watch`
 
 What it keeps lives in its own modules: the timeline's counts per client (``investigate.tally``), the
 findings being built (``investigate.accumulator``) and the bounded correlation state per (rule, client)
-(``investigate.correlations``). Memory is bounded by distinct clients active within a window.
+(``investigate.correlations``); which rules an event can touch is ``investigate.plans``. Memory is bounded
+by distinct clients active within a window.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,8 @@ from ollama_guard.investigate.events import (
     ClientClassifier,
     Event,
 )
-from ollama_guard.investigate.rules import Correlation, Rule, parse_window
+from ollama_guard.investigate.plans import RulePlans
+from ollama_guard.investigate.rules import Rule, parse_window
 from ollama_guard.investigate.tally import (
     MAX_ENDPOINT_KEYS,
     MAX_HISTOGRAM_KEYS,
@@ -52,7 +53,6 @@ __all__ = [  # the engine, and what moved out of this module (still importable f
     "iso",
 ]
 
-MATCH_CACHE = 8192
 SWEEP_EVERY = 20_000  # events between sweeps of expired per-client state
 MAX_CONFIGS = 64  # server config lines remembered by a live engine
 MAX_PENDING_TRANSFERS = 256  # per source, transfer lines waiting for their push/pull access line
@@ -78,7 +78,7 @@ class Engine:
         self.configs: list[dict[str, Any]] = []
         self.versions: dict[str, str] = {}
         self.crashes = 0
-        self._match_cache: dict[tuple[str, str, str, int, str, str], list[_Plan]] = {}
+        self._plans = RulePlans(rules)
         self._fed = 0
         self.touched: set[tuple[str, str]] = set()  # (rule, target) of findings changed since cleared
         self._max_window = [max((c.seconds for c in r.correlate), default=0.0) for r in rules]
@@ -207,39 +207,9 @@ class Engine:
         if event.kind == LISTENING and event.detail.get("version"):
             self.versions[event.source] = event.detail["version"]
 
-    def _matching(self, event: Event, client_class: str) -> list[_Plan]:
-        """What to do for each rule whose select matches (cached for requests: few distinct shapes)."""
-        if event.kind != REQUEST:
-            return self._plans(event, client_class)
-        key = (client_class, event.method, event.path, event.status, event.decision, event.bind)
-        hit = self._match_cache.get(key)
-        if hit is None:
-            hit = self._plans(event, client_class)
-            if len(self._match_cache) >= MATCH_CACHE:
-                self._match_cache.clear()
-            self._match_cache[key] = hit
-        return hit
-
-    def _plans(self, event: Event, client_class: str) -> list[_Plan]:
-        """For a request, everything here depends only on the match-cache key (class, method, path,
-        status, decision, bind): the select, the severity (``adjust`` selects) and which sequence steps
-        match."""
-        plans = []
-        for index, rule in enumerate(self.rules):
-            if not rule.select.matches(event, client_class):
-                continue
-            severity = rule.severity if event.kind == CRASH else rule.severity_for(event, client_class)
-            corrs = []
-            for ci, corr in enumerate(rule.correlate):
-                hits = tuple(step.matches(event) for step in corr.steps) if corr.type == "sequence" else None
-                # a sequence state that no step of it matches is left untouched by the event
-                corrs.append((ci, corr, hits, hits is not None and not any(hits)))
-            plans.append(_Plan(index, rule, severity, tuple(corrs)))
-        return plans
-
     def _evaluate(self, event: Event, client_class: str) -> None:
         is_request = event.kind == REQUEST
-        for plan in self._matching(event, client_class):
+        for plan in self._plans.matching(event, client_class):
             rule = plan.rule
             index = plan.index
             target = event.client if is_request else event.source
@@ -321,14 +291,3 @@ class Engine:
             acc = Accumulator(rule, target, severity, client_class)
             self.accumulators[key] = acc
         return acc
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """A rule that matches an event shape: its severity for it and, per correlation, (position,
-    correlation, which sequence steps match or None, whether the event can be skipped)."""
-
-    index: int
-    rule: Rule
-    severity: Severity
-    correlations: tuple[tuple[int, Correlation, tuple[bool, ...] | None, bool], ...]
