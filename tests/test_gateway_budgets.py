@@ -22,6 +22,7 @@ import pytest
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.limits import Limited, MemoryLimiter, RedisLimiter, parse_sentinel_url
 from ollama_guard.gateway.usage import TokenCounter
+from ollama_guard.ollama.generation import token_accounting
 from support.gateway import Gateway, KeySpec, audit_rows, create_keys, http_bytes, raw_request, start_gateway
 from support.pg_redis import RedisServer, redis_server, redis_url  # noqa: F401
 from support.servers import running_process
@@ -47,11 +48,11 @@ def ollama_answer(prompt_tokens: int, eval_tokens: int, logprobs: int) -> str:
 @pytest.mark.parametrize("logprobs", [10, 2_000, 20_000])  # a few hundred bytes to megabytes after the count
 def test_usage_before_a_long_logprobs_array_is_found(logprobs: int) -> None:
     body = ollama_answer(3, 9, logprobs).encode()
-    whole = TokenCounter()
+    whole = TokenCounter(token_accounting("POST /api/generate"))
     whole.feed(body)
     assert whole.usage() == 12
     for size in (1, 7, 61, 4096, 65536):  # every way a stream can cut the field
-        pieces = TokenCounter()
+        pieces = TokenCounter(token_accounting("POST /api/generate"))
         for start in range(0, min(len(body), 400_000), size):
             pieces.feed(body[start : start + size])
         if len(body) <= 400_000:
@@ -59,19 +60,19 @@ def test_usage_before_a_long_logprobs_array_is_found(logprobs: int) -> None:
 
 
 def test_generated_text_cannot_fake_usage_and_the_last_object_wins() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /api/generate"))
     counter.feed(b'{"response":"say \\"eval_count\\": 1, \\"prompt_eval_count\\": 0","done":false}\n')
     assert counter.usage() is None
     counter.feed(b'{"done":true,"prompt_eval_count":40,"eval_count":70}\n')
     assert counter.usage() == 110
-    openai = TokenCounter()
+    openai = TokenCounter(token_accounting("POST /v1/chat/completions"))
     openai.feed(b'data: {"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}\n\n')
     openai.feed(b"data: [DONE]\n\n")
     assert openai.usage() == 12
 
 
 def test_missing_usage_charges_the_reservation_never_one_token() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /api/generate"))
     counter.feed(b'{"response":"a","done":false}\n')  # cut short after one line
     assert counter.total(sse=False, reserved=300) == 300
     assert counter.total(sse=False) == 1

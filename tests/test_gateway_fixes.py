@@ -25,6 +25,7 @@ from ollama_guard.gateway.config import load_config
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.usage import TokenCounter
+from ollama_guard.ollama.generation import token_accounting
 from support.audit import MemoryAudit
 
 GUARD = (sys.executable, "-m", "ollama_guard")
@@ -43,7 +44,7 @@ def _key(models: tuple[str, ...], role: str = "admin") -> ApiKey:
 
 
 def test_a_cut_ndjson_stream_is_charged_per_relayed_line() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /api/generate"))
     for i in range(7):
         counter.feed(json.dumps({"model": "m", "response": f"w{i}", "done": False}).encode() + b"\n")
     counter.feed(b'{"model":"m","resp')  # the client hung up inside the next line
@@ -51,14 +52,15 @@ def test_a_cut_ndjson_stream_is_charged_per_relayed_line() -> None:
 
 
 def test_a_cut_sse_stream_is_charged_per_relayed_event() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /v1/chat/completions"))
     counter.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n' * 4)
     assert counter.total(sse=True) == 4  # no [DONE]: nothing to discount
-    assert TokenCounter().total(sse=False) == 0  # nothing relayed, nothing charged
+    nothing = TokenCounter(token_accounting("POST /api/generate"))
+    assert nothing.total(sse=False) == 0  # nothing relayed, nothing charged
 
 
 def test_a_whole_answer_without_usage_costs_at_least_one_token() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /api/embeddings"))
     counter.feed(b'{"embedding":[0.1,0.2]}')
     assert counter.total(sse=False) == 1
 

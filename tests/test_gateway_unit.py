@@ -22,6 +22,7 @@ from ollama_guard.gateway.patterns import compile_model_patterns, key_model_matc
 from ollama_guard.gateway.routes import find_route
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.usage import TokenCounter
+from ollama_guard.ollama.generation import token_accounting
 from ollama_guard.ollama.names import canonical_model_name
 from support.audit import MemoryAudit
 
@@ -115,7 +116,7 @@ def test_route_lookup_is_exact(path: str) -> None:
 
 
 def test_token_counter_reads_the_final_ndjson_object_across_chunks() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /api/generate"))
     stream = b"".join(
         json.dumps({"response": f'tok {i} \\"eval_count\\":999', "done": False}).encode() + b"\n"
         for i in range(500)
@@ -128,14 +129,14 @@ def test_token_counter_reads_the_final_ndjson_object_across_chunks() -> None:
 
 
 def test_token_counter_reads_openai_usage_or_counts_events() -> None:
-    counter = TokenCounter()
+    counter = TokenCounter(token_accounting("POST /v1/chat/completions"))
     counter.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n' * 5)
     counter.feed(
         b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}\n\n'
     )
     counter.feed(b"data: [DONE]\n\n")
     assert counter.total(sse=True) == 8
-    plain = TokenCounter()
+    plain = TokenCounter(token_accounting("POST /v1/chat/completions"))
     plain.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n' * 6 + b"data: [DONE]\n\n")
     assert plain.total(sse=True) == 5
 

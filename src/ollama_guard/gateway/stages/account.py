@@ -1,13 +1,16 @@
 """Stage 9, `account`: what a request may spend from its key's daily token budget, and what it spent.
 
-Before forwarding (`reservation`): a request that spends tokens reserves what it may use — its own
-cap on output (`options.num_predict`, `max_tokens`, `max_completion_tokens`, `max_output_tokens`),
-else `token_reservation` from the configuration — plus its prompt, estimated at one token per four
-body bytes. The `limits` stage takes the reservation atomically with the admission, so concurrent
-requests cannot together pass the budget by more than one reservation.
+Before forwarding (`reservation`): a request that spends tokens reserves what it may use — the cap on
+output Ollama really applies to this route (`options.num_predict` on the native API, `max_tokens` on
+/v1/chat/completions, /v1/completions and /v1/messages, `max_output_tokens` on /v1/responses: the
+catalog `ollama_guard.ollama.generation`), else — absent, zero or negative, which Ollama reads as
+"until the context is full" — `token_reservation` from the configuration; plus its prompt, estimated at
+one token per four body bytes. A field Ollama ignores on a route bounds nothing and reserves nothing.
+The `limits` stage takes the reservation atomically with the admission, so concurrent requests cannot
+together pass the budget by more than one reservation.
 
-After the answer (`account`): the reservation is replaced by the usage numbers found anywhere in the
-answer (`usage.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
+After the answer (`account`): the reservation is replaced by the counts Ollama reported where it
+writes them (`usage.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
 not say), the reservation is charged — or what was relayed, if that is more. An upstream error
 answer, or a refusal before forwarding, spends nothing.
 """
@@ -24,21 +27,27 @@ from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.request import AuditFacts
 from ollama_guard.gateway.routes import Route
 from ollama_guard.gateway.usage import TokenCounter
+from ollama_guard.ollama.generation import output_cap, token_accounting
 
 log = logging.getLogger("ollama_guard.gateway")
-
-_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 def token_counter(route: Route) -> TokenCounter | None:
     """A counter for routes whose answers spend tokens; None for the others."""
-    return TokenCounter() if route.endpoint.is_compute and route.egress is None else None
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not route.endpoint.is_compute or route.egress is not None:
         return None
-    return int(value)
+    return TokenCounter(token_accounting(route.endpoint.key))
+
+
+def requested_cap(route: Route, body: JsonBody | BodyStream | None) -> int | None:
+    """The bound this request puts on its output, read as Ollama reads it; None when unbounded."""
+    cap = token_accounting(route.endpoint.key).cap
+    if cap is None or not isinstance(body, JsonBody):
+        return None
+    value: Any = body.get(cap[0])  # a top-level field: Go's case-insensitive match
+    for name in cap[1:]:  # inside a map (`options`): the exact key
+        value = value.get(name) if isinstance(value, dict) else None
+    return output_cap(value)
 
 
 def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, default_output: int,
@@ -47,15 +56,9 @@ def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, defa
     if getattr(key, "tokens_per_day", None) is None or not route.endpoint.is_compute or route.egress:
         return 0
     prompt = -(-body_bytes // 4)
-    if "embed" in route.endpoint.path:
+    if not token_accounting(route.endpoint.key).generates:
         return max(prompt, 1)  # embeddings generate nothing
-    output: int | None = None
-    if isinstance(body, JsonBody):
-        options = body.get("options")
-        if isinstance(options, dict):
-            output = _positive_int(options.get("num_predict"))  # -1 / -2: until the context is full
-        for field in _OUTPUT_CAPS:
-            output = output or _positive_int(body.get(field))
+    output = requested_cap(route, body)
     return prompt + (output if output is not None else default_output)
 
 

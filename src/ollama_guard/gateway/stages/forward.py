@@ -138,18 +138,18 @@ class ForwardStage:
         sent = 0
         try:
             async for chunk in resp.iter_chunks():
-                sent += len(chunk)
                 if counter is not None:
                     counter.feed(chunk)
                 try:
                     async with asyncio.timeout(self.write_timeout):
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except TimeoutError:  # the client reads nothing: let go of Ollama and of the slots
-                    facts.bytes_out = sent - len(chunk)
                     facts.reason = "client-too-slow"
                     GATEWAY_LOG.warning("slow-client", "cut off a client that read nothing for %g s",
                                         self.write_timeout)
                     raise ClientGone from None
+                sent += len(chunk)
+                facts.bytes_out = sent  # up to date when a hang-up cancels this task
         except (UpstreamError, TimeoutError):
             self.metrics.upstream_errors.labels("broken").inc()
             facts.reason = "upstream-broken"
