@@ -21,7 +21,15 @@ import pytest
 
 from ollama_guard.gateway.ratelog import RateLimitedLog
 from ollama_guard.gateway.readiness import Readiness
-from support.gateway import Gateway, KeySpec, create_keys, http_bytes, raw_request, start_gateway
+from support.gateway import (
+    Gateway,
+    KeySpec,
+    create_keys,
+    http_bytes,
+    raw_request,
+    read_response,
+    start_gateway,
+)
 from support.pg_redis import RedisServer, redis_server  # noqa: F401
 from support.servers import GATEWAY_READY, GUARD_ARGV, running_process, start_process, stop_process
 
@@ -86,10 +94,21 @@ def test_sigterm_turns_ready_off_before_the_listener_closes(upstream, tmp_path: 
     with start_gateway(tmp_path / "gw", url, db_url=db, env={"OLLAMA_GUARD_SHUTDOWN_DELAY": "2"}) as gw:
         gw.keys = keys
         _wait_for(gw, "/-/ready", 200)
+        pooled = socket.create_connection((gw.host, gw.port), timeout=10)  # a balancer's pooled connection
+        again = f"GET /api/version HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {keys['k']}\r\n\r\n".encode()
+        pooled.sendall(again)
+        assert "connection" not in read_response(pooled).headers  # kept alive
         os.killpg(gw.proc.pid, signal.SIGTERM)
         time.sleep(0.3)
         assert _status(gw, "/-/ready") == 503  # the listener is still open…
         assert _status(gw, "/api/version", gw.auth("k")) == 200  # …and still serves
+        # in the drain window every answer retires its connection, so no pooled connection is still
+        # open (and about to carry a request) when the server stops
+        pooled.sendall(again)
+        resp = read_response(pooled)
+        assert resp.status == 200 and resp.headers.get("connection") == "close"
+        assert pooled.recv(100) == b""
+        pooled.close()
         assert gw.proc.wait(15) == 0 or gw.proc.returncode == -signal.SIGTERM
         with pytest.raises(OSError):
             socket.create_connection((gw.host, gw.port), timeout=1).close()

@@ -46,6 +46,21 @@ __all__ = ["GatewayApp", "Services"]
 log = logging.getLogger("ollama_guard.gateway")
 
 
+def _closing_connection(send: Send) -> Send:
+    """From SIGTERM on, every answer closes its connection (`Connection: close`): a balancer's pooled
+    connection is retired after its request instead of being closed under the next one when the
+    server stops (HTTP/1.1 has no other way to say "going away" on a kept-alive connection)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
+
+
 class GatewayApp:
     """ASGI 3 application. `services` may be injected (tests); otherwise built at lifespan startup."""
 
@@ -108,6 +123,8 @@ class GatewayApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        if self.readiness.draining:
+            send = _closing_connection(send)
         method: str = scope["method"]
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         path = raw_path.decode("latin-1")
