@@ -12,6 +12,7 @@ from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.request import AuditFacts, RequestHeaders
 from ollama_guard.gateway.stages.authenticate import authenticate
+from ollama_guard.gateway.stages.judge_body import chunked
 
 TOKEN = "og_0123456789abcdef_" + "A" * 43
 
@@ -54,3 +55,24 @@ async def _outcome(key: ApiKey) -> str:
 )
 async def test_revoked_and_expired_keys_are_refused_by_the_stage_itself(key: ApiKey, outcome: str) -> None:
     assert await _outcome(key) == outcome
+
+
+@pytest.mark.parametrize("value", [b"chunked", b"Chunked", b"CHUNKED", b" chunked ", b"chunked\t"])
+def test_one_chunked_transfer_coding_is_chunked(value: bytes) -> None:
+    assert chunked(value, "1.1") is True
+    assert chunked(None, "1.1") is False and chunked(None, "1.0") is False
+
+
+@pytest.mark.parametrize("value", [b"identity, chunked", b"gzip, chunked", b"chunked, chunked", b"identity",
+                                   b"x-chunked", b"chunkedx", b""])
+def test_any_other_transfer_coding_is_501_as_in_go(value: bytes) -> None:
+    # Go's net/http: `!ascii.EqualFold(raw[0], "chunked")` → unsupportedTEError → 501
+    with pytest.raises(Refusal) as refused:
+        chunked(value, "1.1")
+    assert refused.value.status == 501 and refused.value.reason == "unsupported-transfer-encoding"
+
+
+def test_transfer_encoding_on_http_1_0_is_refused() -> None:
+    with pytest.raises(Refusal) as refused:  # Go ignores it and would read the chunks as a request
+        chunked(b"chunked", "1.0")
+    assert refused.value.status == 400 and refused.value.reason == "bad-transfer-encoding"

@@ -9,6 +9,9 @@
   (`GatewayConfig.body_limit`).
 * `blob` routes: the body is relayed as it streams in, counted against the blob cap.
 * other routes take no body → 400.
+
+Framing the way Go reads it: a Transfer-Encoding other than one `chunked` → 501, Transfer-Encoding on
+an HTTP/1.0 request → 400 (`chunked`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def content_length(value: bytes | None) -> int | None:
     return int(text)
 
 
+def chunked(value: bytes | None, http_version: str | None) -> bool:
+    """Whether the body is chunked, refusing what Go's net/http (Ollama's server) refuses: its only
+    transfer coding is one `chunked` (any case; spaces and tabs around it trimmed) → 501 otherwise —
+    where uvicorn's parser also takes `identity, chunked` or `gzip, chunked` as chunked. Go ignores
+    Transfer-Encoding on an HTTP/1.0 request (and would read the chunks as the next request), so
+    such a request is refused → 400."""
+    if value is None:
+        return False
+    if http_version == "1.0":
+        raise Refusal(400, "Transfer-Encoding on an HTTP/1.0 request", "bad-transfer-encoding")
+    if value.strip(b" \t").lower() != b"chunked":
+        raise Refusal(501, "unsupported transfer encoding", "unsupported-transfer-encoding")
+    return True
+
+
 class JudgeBodyStage:
     def __init__(self, config: GatewayConfig, judges: Judges) -> None:
         self._config = config
@@ -53,7 +71,7 @@ class JudgeBodyStage:
         config = self._config
         info = BodyHeaders(
             content_length=content_length(headers.content_length),
-            chunked=headers.transfer_encoding is not None,
+            chunked=chunked(headers.transfer_encoding, req.scope.get("http_version")),
             encoding=headers.content_encoding,
         )
         if route.body == "json":
