@@ -6,6 +6,7 @@ and its key's concurrency slot."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import resource
@@ -148,3 +149,65 @@ def test_a_client_that_never_reads_a_stream_frees_its_slots(upstream: str, tmp_p
             status = raw_request(gw.host, gw.port, version).status
         assert status == 200, gw.output()[-2000:]  # cut off after write_timeout: the slot is free
         stuck.close()
+
+
+class _FakeTransport:
+    """Just enough of an asyncio transport for the protocol's connection bookkeeping."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer, self.aborted, self.closing = peer, False, False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": (self.peer, 40000, 0, 0), "sockname": ("::1", 11435, 0, 0)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closing or self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_ipv6_clients_are_capped_per_64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host or customer usually gets a whole /64: counted per /128, one client could open 2^64
+    times the cap. Loopback has no second IPv6 /64 to connect from, so the protocol is driven directly."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from ollama_guard.gateway.server import GuardHttpToolsProtocol
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    monkeypatch.setattr(GuardHttpToolsProtocol, "max_per_client", 3)
+    monkeypatch.setattr(GuardHttpToolsProtocol, "open_per_client", {})
+    config = uvicorn.Config(app, lifespan="off")
+    state = ServerState()
+
+    def connect(peer: str) -> tuple[GuardHttpToolsProtocol, _FakeTransport]:
+        protocol = GuardHttpToolsProtocol(config, state, {}, _loop=asyncio.get_running_loop())
+        transport = _FakeTransport(peer)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        return protocol, transport
+
+    same_64 = [connect(f"2001:db8:1:2::{n:x}") for n in range(1, 4)]
+    assert not any(t.aborted for _, t in same_64)
+    assert connect("2001:db8:1:2:ffff:ffff:ffff:fffe")[1].aborted  # the 4th from that /64: refused
+    assert not connect("2001:db8:1:3::1")[1].aborted  # the next /64 is another client
+    assert not connect("10.0.0.1")[1].aborted and not connect("10.0.0.2")[1].aborted  # IPv4: per address
+    protocol, _ = same_64[0]
+    protocol.connection_lost(None)  # one closes: room for one more from that /64
+    assert not connect("2001:db8:1:2::99")[1].aborted
+    for protocol, _transport in same_64[1:]:
+        protocol.connection_lost(None)

@@ -29,6 +29,7 @@ from ollama_guard.gateway.config import GatewayConfig
 from ollama_guard.gateway.drain import ListenerDrain
 from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.shutdown import DrainingServer, DrainingSupervisor, drain_tls_context
+from ollama_guard.gateway.stages.client import address_group
 
 READY_PREFIX = "ollama-guard gateway listening on "
 _CONFIG_ENV = "OLLAMA_GUARD__SERVE_CONFIG_JSON"
@@ -131,6 +132,7 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
         peer = transport.get_extra_info("peername")
         client = peer[0] if isinstance(peer, tuple) and peer else ""
         if self.max_per_client and client and not _exempt(client, self.exempt):
+            client = address_group(client)  # an IPv6 client counts per /64 (one host or customer)
             count = self.open_per_client.get(client, 0)
             if count >= self.max_per_client:
                 transport.abort()  # over the cap: no answer, no fd kept
