@@ -104,7 +104,7 @@ def gguf_with_template(name: str, template: str) -> bytes:
 def build_store(root: Path, size_gb: float) -> None:
     """Six models in Ollama's layout: a GGUF (real chat template, random weights) and a real Go template."""
     jinja = sorted(
-        (s for s in benign() if s.kind == "jinja" and s.split not in ("external", "llamacpp")),
+        (s for s in benign() if s.kind == "jinja" and s.split not in ("external", "llamacpp", "fresh")),
         key=lambda s: -len(s.text),
     )
     go = sorted((s for s in benign() if s.kind == "go"), key=lambda s: -len(s.text))
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     timing: dict[str, list[float]] = {}
     index = dev_index()
-    for split in ("dev", "held_out", "external", "llamacpp", "all"):
+    for split in ("dev", "held_out", "external", "llamacpp", "fresh", "all"):
         r = [s for s in real if split in ("all", s.split)]
         p = [v for v in bad if split in ("all", v.split)]
         detectors = (("data-flow alone", new_detector), ("data-flow + index of dev split", with_index(index)),
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             p_ranks, _ = measure(detect, p, 1)
             if split == "all":
                 timing[label] = r_times
-            if not p_ranks:  # the external and llamacpp splits have real templates only
+            if not p_ranks:  # the external, llamacpp and fresh splits have real templates only
                 flagged = sum(r >= Severity.LOW.rank for r in r_ranks) / len(r_ranks)
                 high = sum(r >= Severity.HIGH.rank for r in r_ranks) / len(r_ranks)
                 print(f"| {split} | {label} | {flagged:.1%} | {high:.1%} | – | – | – |")

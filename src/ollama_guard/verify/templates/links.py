@@ -7,7 +7,8 @@ or their documentation. What a poisoner needs a link for is one of a few things,
 sentence around it:
 
 * **exfiltration** (high): a verb that moves something (send, forward, post, upload, e-mail, cc/bcc,
-  include/append/encode …) acting on conversation data or secrets (the conversation, the user's
+  include/append/encode …), or the address as the receiver ("gets a copy", "keep … informed"), with
+  conversation data or secrets (the conversation, the user's
   messages, answers, API keys, passwords …) in the sentence with the address; any cc/bcc of an address
   (the model's outgoing mail copied); a link that carries data (a placeholder in its query or path, or
   the sentence tells the model to fill it with the user's text); a link rendered without a click
@@ -108,6 +109,12 @@ SECRET = re.compile(
 _MOVES = re.compile(r"\b" + _MOVE + r"\b", _L)
 # a move word after a determiner is a noun ("the e-mail", "a copy", "your post"), and one before
 # "address"/"account" names a field: neither moves anything
+# the address as the receiver: "x@y gets a copy of …", "keep x@y informed of every conversation"
+_RECEIVES = re.compile(
+    r"\b(?:gets?|receives?|is\s+(?:sent|given|copied|cc'?d|informed|notified|updated)|informed|notified|"
+    r"updated|in\s+the\s+loop|a\s+copy)\b",
+    _L,
+)
 _NOUN_BEFORE = re.compile(
     r"\b(?:the|a|an|this|that|these|your|their|our|my|his|her|its|as|of|by|via|in)\s+$", _L
 )
@@ -269,6 +276,8 @@ def _judge_one(kind: str, link: str, following: str, rest: str) -> tuple[str, Se
             return "exfiltration", Severity.HIGH
         if secret:
             return "phishing", Severity.HIGH
+    if _RECEIVES.search(rest) and (secret or DATA.search(rest)) and not asked:
+        return "exfiltration", Severity.HIGH
     if asked and (secret or _PHISH_ACT.search(rest[asked.end() :])):
         return "phishing", Severity.HIGH
     if kind != "email" and _FETCH.search(rest) and (_ORDERS.search(rest) or _OBEY.search(rest)):
