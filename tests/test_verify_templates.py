@@ -77,6 +77,10 @@ BENIGN_STRUCTURES = [
     ("jinja", "{% for m in messages %}{% set t = m.content | selectattr('type', 'equalto', 'text') "
               "| map(attribute='text') | join('') %}{% if m.role == 'system' %}You are a helpful assistant. "
               "{% endif %}{{ t }}{% endfor %}"),
+    # content after the 4th turn (a count gate) taken from its text parts: only content is gated
+    ("jinja", "{% for m in messages %}{% if loop.index > 4 %}{{ m.content | "
+              "selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') }}{% endif %}"
+              "{% endfor %}"),
     ("jinja", "{% for m in messages %}{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}"
               "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('alternate') }}"
               "{% endif %}{{ m.content }}{% endfor %}"),
@@ -331,6 +335,27 @@ def test_guidance_after_a_failed_tool_call_is_a_note(word: str) -> None:
 )
 def test_a_failure_check_does_not_excuse_what_it_gates(word: str, text: str, worst: str) -> None:
     assert alone(tool_template(word, text), "jinja").severity == worst
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "'traceback' in m.content and 'bitcoin' in m.content",  # a failure check beside a word
+        "'traceback' not in m.content",  # an exclusion alone
+        "'result code' in m.content",  # status words without a failure
+    ],
+)
+def test_what_is_not_only_a_failure_check_stays_medium(condition: str) -> None:
+    template = tool_template("'x'").replace("{% if 'x' in m.content %}", "{% if " + condition + " %}")
+    assert alone(template, "jinja").severity == "medium"
+
+
+def test_the_same_text_ungated_and_under_a_trigger_is_judged_under_the_trigger() -> None:
+    template = (
+        "{% for m in messages %}{{ m.content }}Answer in French.{% if 'bitcoin' in m.content %}"
+        "Answer in French.{% endif %}{% endfor %}"
+    )
+    assert alone(template, "jinja").severity == "high"
 
 
 def test_an_exclusion_beside_a_failure_check_is_still_a_failure_check() -> None:

@@ -45,6 +45,8 @@ def _c(pattern: str) -> re.Pattern[str]:
 
 
 _NEAR = r"[^.!?\n]{0,60}?"
+# a verb after a determiner is a noun: "the post about chat history at https://…" moves nothing
+_NOT_NOUN = r"(?<!\bthe )(?<!\ba )(?<!\ban )(?<!\bthis )(?<!\bour )(?<!\byour )(?<!\btheir )"
 CLASSES: tuple[ProseClass, ...] = (
     ProseClass(
         "override-instructions",
@@ -79,7 +81,9 @@ CLASSES: tuple[ProseClass, ...] = (
         "exfiltration",
         Severity.HIGH,
         _c(
-            r"\b(?:send|post|upload|forward|transmit|leak|exfiltrat\w*|copy|append|include|encode|embed|put)\b"
+            _NOT_NOUN
+            + r"\b(?:send|post|upload|forward|transmit|leak|exfiltrat\w*|copy|append|include|encode|embed"
+            r"|put)\b"
             + _NEAR
             + r"\b(?:conversation|chat history|messages?|prompts?|user'?s?\s+(?:input|data|question|message|"
             r"request)s?|api\s*keys?|passwords?|credentials|secrets?|tokens?|environment variables|personal)"
