@@ -26,8 +26,11 @@ import pytest
 
 from ollama_guard.gateway.body import read_body
 from ollama_guard.gateway.bodybudget import BodyBudget, BodyLease, holders_of
+from ollama_guard.gateway.config import load_config
+from ollama_guard.gateway.judges import Judges
 from ollama_guard.gateway.refusal import Refusal
 from ollama_guard.gateway.stages.client import address_group
+from ollama_guard.gateway.stages.judge_body import JudgeBodyStage
 from support.gateway import Gateway, KeySpec, create_keys, http_bytes, raw_request, start_gateway
 from support.servers import running_process
 
@@ -47,6 +50,20 @@ def test_the_shares_follow_the_lanes_and_the_largest_body() -> None:
     assert BodyBudget(10 * MiB, largest=32 * MiB).large.share == 10 * MiB
     assert budget.lane_for(64 * 1024) is budget.small and budget.lane_for(64 * 1024 + 1) is budget.large
     assert holders_of("k1", "10.0.0.1") == ("key:k1", "addr:10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("inflight", "share"), [(None, 32 * MiB), (40 * MiB, 32 * MiB), (200 * MiB, 66 * MiB)]
+)
+def test_the_gateway_budget_always_lets_one_client_send_one_body_of_the_largest_size(
+    inflight: int | None, share: int
+) -> None:
+    overrides = {} if inflight is None else {"max_inflight_body_bytes": inflight}
+    config = load_config(None, overrides, {})
+    stage = JudgeBodyStage(config, Judges())
+    assert stage.budget.large.limit == (inflight or 3 * config.max_body_bytes)
+    assert stage.budget.large.share // MiB == share // MiB
+    assert stage.budget.small.limit == 16 * MiB
 
 
 async def test_small_bodies_never_wait_for_the_large_lane() -> None:
