@@ -283,8 +283,10 @@ def test_one_process_serve_serves_a_fresh_connections_first_request_and_answers_
         slow = _send(address, http_bytes("POST", "/api/generate", body=b'{"model":"m","prompt":"p"}',
                                          headers={**gw.auth("k"), "Content-Type": "application/json"}))
         fresh = socket.create_connection(address, timeout=10)  # accepted, its request not sent yet
+        silent = socket.create_connection(address, timeout=10)  # accepted, and will never send one
         time.sleep(0.3)
         os.kill(gw.proc.pid, signal.SIGTERM)  # no drain delay in tests: shutdown starts at once
+        term = time.monotonic()
         time.sleep(0.3)
         keep_alive = f"GET /api/version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['k']}\r\n\r\n"
         fresh.sendall(keep_alive.encode())  # uvicorn alone closes such a connection at shutdown: a reset
@@ -295,10 +297,14 @@ def test_one_process_serve_serves_a_fresh_connections_first_request_and_answers_
         request = http_bytes("GET", "/api/version", headers=gw.auth("k"))
         queued = [_send(address, request) for _ in range(10)]
         burst = collections.Counter(_outcome(conn) for conn in queued)
+        assert silent.recv(1) == b""  # the grace is short: a client that says nothing cannot hold
+        silent_for = time.monotonic() - term  # the shutdown (as long as a connection stays open)
+        silent.close()
         gw.proc.wait(20)
         slow.close()
     assert first.status == 200 and first.headers.get("connection") == "close"
     assert burst == {"503": 10}, burst
+    assert 1.5 < silent_for < 4, silent_for  # first_request_grace is 2 s
 
 
 def test_an_unloadable_tls_certificate_is_one_clear_error(tmp_path: Path) -> None:

@@ -149,9 +149,10 @@ async def test_readiness_checks_each_dependency() -> None:
     async def broken_ping() -> None:
         raise ConnectionError("redis gone")
 
-    def services(fresh: bool = True, backlog: int = 0, pinger=ping) -> SimpleNamespace:
+    def services(fresh: bool = True, backlog: int = 0, pinger=ping, writing: bool = True) -> SimpleNamespace:
+        audit = SimpleNamespace(backlog=backlog, healthy=lambda: writing)
         return SimpleNamespace(authenticator=SimpleNamespace(fresh=fresh),
-                               limiter=SimpleNamespace(ping=pinger), audit=SimpleNamespace(backlog=backlog))
+                               limiter=SimpleNamespace(ping=pinger), audit=audit)
 
     ready = Readiness(_Upstream(200), "http://ollama", max_backlog=100)
 
@@ -165,7 +166,10 @@ async def test_readiness_checks_each_dependency() -> None:
                                                     "the limit store does not answer (ConnectionError)")
     assert await why(ready, backlog=100) == ("audit-backlog", "the audit backlog is 100 records (limit 100)")
     assert await why(ready, backlog=99) is None
+    assert await why(ready, writing=False) == ("audit-writer", "the audit pipeline is not writing")
     assert await why(Readiness(_Upstream(502), "u", 100)) == ("upstream", "upstream u answers 502")
+    assert await why(Readiness(_Upstream(500), "u", 100)) == ("upstream", "upstream u answers 500")
+    assert await why(Readiness(_Upstream(404), "u", 100)) is None  # it answers: that is all we ask
     down = await why(Readiness(_Upstream(None), "u", 100))
     assert down is not None and down[0] == "upstream" and down[1].startswith("upstream u does not answer")
     assert await ready.ready(services()) is True
