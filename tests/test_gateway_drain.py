@@ -211,7 +211,7 @@ def test_serve_with_workers_answers_every_connection_during_sigterm_none_is_rese
         while read_response(_send(address, http_bytes("GET", "/-/ready"))).status != 200:
             assert time.monotonic() < deadline, gw.output()
             time.sleep(0.2)
-        # a streamed answer (~2 s) keeps the workers in their graceful shutdown, listener still open
+        # a streamed answer keeps the workers in their graceful shutdown, the listener still open
         slow = _send(address, http_bytes("POST", "/api/generate", body=b'{"model":"m","prompt":"p"}',
                                          headers={**gw.auth("k"), "Content-Type": "application/json"}))
         request = http_bytes("GET", "/api/version", headers=gw.auth("k"))
@@ -248,7 +248,9 @@ def test_serve_with_workers_answers_every_connection_during_sigterm_none_is_rese
         slow_outcome = read_response(slow)
         slow.close()
     print(f"queued during the workers' shutdown: {dict(burst)}; continuous clients: {dict(counts)}")
-    assert burst == {"503": 20}, burst  # queued while no worker accepted: answered, not reset
+    # queued while no worker accepted (a worker still accepting on a slow machine may serve some): all
+    # answered, none reset
+    assert sum(burst.values()) == 20 and burst["503"] > 0 and set(burst) <= {"200", "503"}, burst
     assert counts["reset"] == 0 and counts["closed"] == 0, counts
     assert counts["200"] > 0 and counts["503"] > 0, counts
     assert slow_outcome.status == 200  # the request in flight was finished
@@ -261,8 +263,8 @@ def _send(address: tuple[str, int], data: bytes) -> socket.socket:
 
 
 def _slow_upstream_and_keys(tmp_path: Path) -> tuple[Path, str, dict[str, str]]:
-    answers = tmp_path / "answers.json"
-    slow_answer = {"chunks": ['{"response":"x","done":false}\n'] * 8 + ['{"done":true}\n'], "interval": 0.25}
+    answers = tmp_path / "answers.json"  # a streamed answer of ~2.5 s
+    slow_answer = {"chunks": ['{"response":"x","done":false}\n'] * 10 + ['{"done":true}\n'], "interval": 0.25}
     answers.write_text(json.dumps({"POST /api/generate": slow_answer}))
     db = f"sqlite:///{tmp_path / 'guard.db'}"
     return answers, db, create_keys(db, [KeySpec("k", "inference")])
