@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -28,9 +31,10 @@ from hypothesis import strategies as st
 from ollama_guard.gateway.body import judge_json
 from ollama_guard.gateway.keys import ApiKey, Role
 from ollama_guard.gateway.routes import find_route
-from ollama_guard.gateway.stages.account import reservation
+from ollama_guard.gateway.stages.account import bound_output, reservation
 from ollama_guard.gateway.usage import TokenCounter
 from ollama_guard.ollama.generation import output_cap, token_accounting
+from ollama_guard.ollama.gojson import parse_body
 from support.gateway import Gateway, KeySpec, audit_rows, create_keys, http_bytes, start_gateway
 from support.servers import running_process
 
@@ -81,6 +85,15 @@ def test_a_tool_call_cannot_set_the_native_usage() -> None:
     stream = json.dumps(partial).encode() + b"\n" + whole + b"\n"
     assert counted("POST /api/chat", stream) == {510}
     assert counted("POST /api/generate", stream) == {510}
+
+
+def test_no_line_layout_makes_nested_content_top_level() -> None:
+    """A line that ends with `}` but does not close the object it opened is read, not skipped."""
+    layout = (b'{"message": {"content": "x"}\n'
+              b', "arguments": {"done": true, "eval_count": 1, "prompt_eval_count": 0}\n'
+              b', "done": true, "prompt_eval_count": 10, "eval_count": 500}\n')
+    assert counted("POST /api/chat", layout) == {510}
+    assert counted("POST /api/chat", layout.replace(b', "eval_count": 500', b"")) == {10}
 
 
 def test_tool_call_arguments_alone_report_nothing() -> None:
@@ -298,12 +311,13 @@ def test_tool_call_arguments_do_not_zero_the_charge(gw: Gateway) -> None:
 
 def test_a_cap_ollama_ignores_does_not_shrink_the_reservation(gw: Gateway) -> None:
     """Red team: 20 concurrent native requests with `max_tokens` on a 300/day budget all ran (4100 tokens)."""
-    body = {"model": "m:latest", "prompt": "hi", "max_tokens": 20, "x_unbounded": 200, "x_interval": 0.002}
+    body = {"model": "m:latest", "prompt": "hi", "max_tokens": 20, "x_interval": 0}
     with ThreadPoolExecutor(20) as pool:
         statuses = list(pool.map(lambda _: _post(gw, "native", "/api/generate", body), range(20)))
     assert sorted(statuses) == [200] + [429] * 19, statuses
     charged = sum(r["tokens"] for r in _records(gw, "native", 20))
-    assert charged == 205  # one answer's real use: within the budget plus one reservation
+    # one answer, bounded by the gateway at its reservation: within the budget plus one reservation
+    assert charged == 5 + DEFAULT_CAP <= 300 + _reservation_of(body, DEFAULT_CAP)
 
 
 def _hang_up(gw: Gateway, key: str, path: str, body: dict[str, Any], *, lines: int, wait: float = 0) -> None:
@@ -352,3 +366,86 @@ def test_v1_max_tokens_bounds_the_reservation(gw: Gateway) -> None:
         statuses = list(pool.map(lambda _: _post(gw, "v1", "/v1/chat/completions", body), range(3)))
     assert statuses == [200] * 3, statuses  # three reservations of ~80 fit in 1000 at once
     assert [r["tokens"] for r in _records(gw, "v1", 3)] == [60] * 3  # usage, not the tool call's zeros
+
+
+# --- the reservation bounds the generation ----------------------------------------------------------
+GO_DECODER = Path(__file__).parent / "go" / "jsonmerge" / "main.go"
+
+
+def _bounded(path: str, body: bytes, cap: int = 64) -> bytes:
+    found = find_route("POST", path)
+    assert found is not None
+    judged = judge_json(body, 32)
+    bound_output(found[0], judged, cap)
+    return judged.raw
+
+
+@pytest.mark.parametrize(("path", "body", "changed"), [
+    ("/api/generate", b'{"model":"m","prompt":"hi"}', True),
+    ("/api/generate", b'{}', True),  # Ollama says "model is required"; the body stays JSON
+    ("/api/chat", b'{"model":"m","options":{"num_predict":-1,"temperature":0.5}} \n', True),
+    ("/api/chat", b'{"model":"m","Options":{"num_predict":0}}', True),
+    ("/api/chat", b'{"model":"m","options":null}', True),
+    ("/api/chat", b'{"model":"m","options":{"num_predict":10}}', False),
+    ("/v1/chat/completions", b'{"model":"m","MAX_TOKENS":-1}', True),
+    ("/v1/chat/completions", b'{"model":"m","max_tokens":10}', False),
+    ("/v1/completions", b'{"model":"m","max_completion_tokens":10}', True),
+    ("/v1/responses", b'{"model":"m","max_output_tokens":-5}', True),
+    ("/v1/messages", b'{"model":"m"}', False),  # Ollama refuses it without max_tokens: left to say so
+    ("/api/embed", b'{"model":"m","input":"x"}', False),
+])
+def test_an_unbounded_request_is_bounded_by_its_reservation(path: str, body: bytes, changed: bool) -> None:
+    forwarded = _bounded(path, body)
+    assert (forwarded != body) is changed
+    if changed:
+        # what was judged goes out as it was, the cap after it
+        assert forwarded.startswith(body.rstrip()[:-1])
+        cap = token_accounting(f"POST {path}").cap
+        assert cap is not None
+        last_key, last_value = parse_body(forwarded)[-1]  # one JSON object, the cap its last member
+        for name in cap[1:]:
+            last_value = last_value[name]
+        assert (last_key, last_value) == (cap[0], 64)
+
+
+def test_go_reads_the_appended_cap_over_the_body_and_keeps_the_other_options(tmp_path: Path) -> None:
+    """The premise of bound_output, checked with Go's own encoding/json (structs shaped as Ollama's)."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no Go toolchain")
+    bodies = [
+        _bounded("/api/chat", b'{"model":"m","options":{"num_predict":-1,"temperature":0.5,"seed":3}}'),
+        _bounded("/api/generate", b'{"model":"m","prompt":"hi"}'),
+        _bounded("/api/chat", b'{"model":"m","Options":{"num_predict":0,"top_k":2}}'),
+        _bounded("/v1/chat/completions", b'{"model":"m","MAX_TOKENS":-1}'),
+        _bounded("/v1/responses", b'{"model":"m","max_output_tokens":-5}'),
+    ]
+    run = subprocess.run([go, "run", str(GO_DECODER)], input=b"\n".join(bodies) + b"\n", capture_output=True,
+                         timeout=240, cwd=tmp_path, env={**os.environ, "GOFLAGS": "", "GO111MODULE": "off"})
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    seen = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [s.get("error") for s in seen] == [None] * 5
+    assert seen[0]["options"] == {"num_predict": 64, "temperature": 0.5, "seed": 3}
+    assert seen[1]["options"] == {"num_predict": 64}
+    assert seen[2]["options"] == {"num_predict": 64, "top_k": 2}
+    assert seen[3]["max_tokens"] == 64
+    assert seen[4]["max_output_tokens"] == 64
+
+
+def test_through_serve_ollama_generates_no_more_than_was_reserved(tmp_path: Path) -> None:
+    """Red team: Ollama treats an absent num_predict as unbounded, so the reservation bounded nothing."""
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("bounded", "inference", tokens_per_day=100_000),
+                            KeySpec("free", "inference")])
+    with running_process([sys.executable, str(UPSTREAM)]) as (_proc, upstream):
+        with start_gateway(tmp_path / "gw", upstream, db_url=db,
+                           config_toml="[gateway]\ntoken_reservation = 50\n") as gateway:
+            gateway.keys = keys
+            body = {"model": "m:latest", "prompt": "hi", "x_interval": 0, "options": {"num_predict": -1}}
+            assert _post(gateway, "bounded", "/api/generate", body) == 200
+            v1 = {"model": "m:latest", "messages": [{"role": "user", "content": "hi"}]}
+            assert _post(gateway, "bounded", "/v1/chat/completions", v1) == 200
+            assert _post(gateway, "free", "/api/generate", body) == 200  # no budget: the body is left alone
+            # unbounded: 1005 and 1010
+            assert [r["tokens"] for r in _records(gateway, "bounded", 2)] == [55, 60]
+            assert [r["tokens"] for r in _records(gateway, "free", 1)] == [1005]

@@ -30,7 +30,7 @@ from ollama_guard.gateway.request import AuditFacts, Message, Receive, Request, 
 from ollama_guard.gateway.respond import send_refusal
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.stages import limits
-from ollama_guard.gateway.stages.account import account, reservation, token_counter
+from ollama_guard.gateway.stages.account import account, bound_output, reservation, token_counter
 from ollama_guard.gateway.stages.authenticate import authenticate
 from ollama_guard.gateway.stages.authorise import authorise
 from ollama_guard.gateway.stages.client import ClientStage
@@ -106,6 +106,8 @@ class GatewayApp:
         reserve = reservation(route, key, body, self.config.token_reservation, req.facts.bytes_in)
         slot, reserved = await limits.admit(services.limiter, key, req.facts, reserve)
         try:
+            if reserve:  # a budgeted request: Ollama generates no more than its reservation assumed
+                bound_output(route, body, self.config.token_reservation)
             await before_forward(req.facts, route, services.audit)
             await self.forward(req, route, matcher, body, counter)
         finally:

@@ -26,9 +26,9 @@ _INNER = rb'(?:[^"{}\[\]]++|' + _STR + rb")*+"  # a container's content without 
 for _ in range(3):
     _INNER = rb'(?:[^"{}\[\]]++|' + _STR + rb"|\{" + _INNER + rb"\}|\[" + _INNER + rb"\])*+"
 _SKIP = re.compile(_INNER, re.S)
+_LINE_OBJECT = re.compile(rb"\{" + _INNER + rb"\}[ \t\r]*+\n", re.S)  # a whole object, then its line ends
 _SCALAR_END = re.compile(rb"[\s,}\]]")
 _COUNT = re.compile(rb"\d{1,15}")
-_LINE_PREFIXES = (b"", b"data: ", b"data:")
 _MAX_KEY = 64  # longer keys are not ones we look for
 _MAX_SCALAR = 24
 
@@ -52,7 +52,6 @@ class TokenCounter:
         "_in_string",
         "_is_key",
         "_key",
-        "_line_start",
         "_markers",
         "_object",
         "_paths",
@@ -85,7 +84,6 @@ class TokenCounter:
         self._markers = tuple({b'"%s"' % path[0].encode() for path in counts})
         # scanner state: open containers (the field path of a watched object, None for the rest)
         self._stack: list[FieldPath | None] = []
-        self._line_start = True  # the next chunk starts a line
         self._object: dict[FieldPath, int | bool] = {}  # values seen in the current answer object
         self._in_string = False
         self._escape = False
@@ -109,7 +107,6 @@ class TokenCounter:
             self.done_seen = True
         if self._paths:
             self._scan(chunk)
-            self._line_start = chunk.endswith(b"\n")
 
     def _scan(self, data: bytes) -> None:
         pos, end = 0, len(data)
@@ -140,21 +137,19 @@ class TokenCounter:
 
     def _between_objects(self, data: bytes, pos: int) -> int:
         """Outside any object: skip framing (`data: `, `event: …`, newlines) to the next object.
-        A line that is one compact object (it starts with `{` or `data: {` and ends with `}`: Ollama
-        writes each stream object and each SSE event's data on one line) and names none of the
-        fields looked for is skipped without reading it."""
+        An object that is whole on its line (Ollama writes each stream object and each SSE event's
+        data on one line) and names none of the fields looked for is skipped without reading it."""
         start = data.find(b"{", pos)
         if start < 0:
             return len(data)
-        newline = data.find(b"\n", start)
-        if newline > 0 and data[newline - 1] == 0x7D:  # }
-            begin = data.rfind(b"\n", 0, start) + 1
-            if (begin or self._line_start) and data[begin:start] in _LINE_PREFIXES:
-                for marker in self._markers:
-                    if data.find(marker, start, newline) >= 0:
-                        break
-                else:
-                    return newline + 1
+        line = _LINE_OBJECT.match(data, start)
+        if line is not None:
+            end = line.end()
+            for marker in self._markers:
+                if data.find(marker, start, end) >= 0:
+                    break
+            else:
+                return end
         self._stack.append(())
         self._object = {}
         self._key, self._after_colon = None, False

@@ -44,6 +44,7 @@ class TokenAccounting:
     counts: tuple[tuple[FieldPath, ...], ...]
     final: str | None = None  # a top-level field that is true only in the object that carries counts
     generates: bool = True  # False for embeddings: the prompt is all they cost
+    cap_required: bool = False  # Ollama refuses a request without a positive cap (/v1/messages)
 
 
 _NATIVE = TokenAccounting(
@@ -66,7 +67,8 @@ TOKEN_ACCOUNTING: dict[str, TokenAccounting] = {
         counts=((("usage", "total_tokens"),), (("response", "usage", "total_tokens"),)),
     ),
     "POST /v1/messages": TokenAccounting(
-        cap=("max_tokens",), counts=((("usage", "input_tokens"), ("usage", "output_tokens")),)
+        cap=("max_tokens",), counts=((("usage", "input_tokens"), ("usage", "output_tokens")),),
+        cap_required=True,
     ),
 }
 
@@ -89,6 +91,18 @@ def output_cap(value: object) -> int | None:
     if value <= 0 or value > _INT64_MAX:
         return None
     return value
+
+
+def cap_member(cap: FieldPath, value: int) -> bytes:
+    """The JSON object member that sets the cap field `cap` to `value` (``"options":{"num_predict":N}``).
+
+    Appended as the last member of a request body it is what Ollama reads, whatever the body said
+    before: Go's encoding/json lets a later key overwrite an earlier one, and decodes a second object
+    for a map field (``options``) *into the same map*, keeping the other options."""
+    member = b"%d" % value
+    for name in reversed(cap):
+        member = b'{"%s":%s}' % (name.encode(), member)
+    return member[1:-1]
 
 
 def token_accounting(route_key: str) -> TokenAccounting:

@@ -7,7 +7,9 @@ catalog `ollama_guard.ollama.generation`), else — absent, zero or negative, wh
 "until the context is full" — `token_reservation` from the configuration; plus its prompt, estimated at
 one token per four body bytes. A field Ollama ignores on a route bounds nothing and reserves nothing.
 The `limits` stage takes the reservation atomically with the admission, so concurrent requests cannot
-together pass the budget by more than one reservation.
+together pass the budget by more than one reservation. A request that reserved `token_reservation`
+because it set no bound of its own is given that bound (`bound_output`): the route's cap field is
+appended to the forwarded body, so the reservation is a real upper bound of what Ollama generates.
 
 After the answer (`account`): the reservation is replaced by the counts Ollama reported where it
 writes them (`usage.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
@@ -27,7 +29,7 @@ from ollama_guard.gateway.ratelog import GATEWAY_LOG
 from ollama_guard.gateway.request import AuditFacts
 from ollama_guard.gateway.routes import Route
 from ollama_guard.gateway.usage import TokenCounter
-from ollama_guard.ollama.generation import output_cap, token_accounting
+from ollama_guard.ollama.generation import cap_member, output_cap, token_accounting
 
 log = logging.getLogger("ollama_guard.gateway")
 
@@ -60,6 +62,25 @@ def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, defa
         return max(prompt, 1)  # embeddings generate nothing
     output = requested_cap(route, body)
     return prompt + (output if output is not None else default_output)
+
+
+def bound_output(route: Route, body: JsonBody | BodyStream | None, default_output: int) -> bool:
+    """Make Ollama stop after `default_output` tokens when the request sets no bound of its own (its
+    reservation assumed that bound): the route's cap field is appended as the body's last member,
+    which Ollama reads over anything the body said before. The judged bytes are unchanged before it.
+    Returns whether the body was bounded."""
+    accounting = token_accounting(route.endpoint.key)
+    cap = accounting.cap
+    if cap is None or accounting.cap_required or not isinstance(body, JsonBody):
+        return False
+    if requested_cap(route, body) is not None:
+        return False
+    raw = body.raw.rstrip(b" \t\r\n")
+    if not raw.endswith(b"}"):  # cannot happen for a judged body (a JSON object, nothing after it)
+        return False
+    head = raw[:-1].rstrip(b" \t\r\n")
+    body.raw = head + (b"" if head.endswith(b"{") else b",") + cap_member(cap, default_output) + b"}"
+    return True
 
 
 async def account(

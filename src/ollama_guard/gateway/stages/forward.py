@@ -1,7 +1,8 @@
 """Stage 8, `forward`: relay the judged request to Ollama and its answer back.
 
 * Only a fixed set of request headers goes upstream (`proxy.forward_headers`); the JSON body goes out
-  as the exact bytes that were judged, a blob streams through.
+  as the exact bytes that were judged (for a key with a token budget and a request without an output
+  cap, followed by the cap its reservation assumed: `account.bound_output`), a blob streams through.
 * Upstream down → 502, slow → 504, every upstream slot busy → 503.
 * Model listings are filtered to the key's models (`listing.py`) and always go out uncompressed; a
   HEAD of a listing is a GET upstream, answered with the filtered listing's Content-Length.
