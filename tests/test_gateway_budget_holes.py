@@ -96,6 +96,30 @@ def test_no_line_layout_makes_nested_content_top_level() -> None:
     assert counted("POST /api/chat", layout.replace(b', "eval_count": 500', b"")) == {10}
 
 
+def test_a_count_that_is_not_a_whole_number_is_no_count() -> None:
+    odd = (b"12.5", b"-3", b"1e3", b'"500"', b"null", b"99999999999999999999", b'"a,\\"eval_count\\":0"')
+    for value in odd:
+        final = b'{"done":true,"prompt_eval_count":%s,"eval_count":%s}\n' % (value, value)
+        assert counted("POST /api/generate", final) == {None}, value
+    odd_done = b'{"done":"x,\\"done\\":true","eval_count":5}\n{"done":true , "eval_count" : 7 }'
+    assert counted("POST /api/generate", odd_done) == {7}
+    string_count = b'{"done":true,"eval_count":"a,b","prompt_eval_count":4,"eval_count":9}'
+    assert counted("POST /api/generate", string_count) == {13}
+    malformed = b'{"id":"c","usage" {"total_tokens":5}}\n'  # no colon: not Ollama's usage object
+    assert counted("POST /v1/chat/completions", malformed) == {None}
+
+
+def test_tool_calls_after_the_counts_do_not_count() -> None:
+    """api.GenerateResponse writes the metrics *before* `tool_calls` (object arguments) and `logprobs`."""
+    deep: Any = TOOL_ARGS
+    for _ in range(6):  # deeper than the scanner skips in one step
+        deep = {"eval_count": 0, "done": True, "nested": [deep]}
+    final = {"model": "m", "response": "", "done": True, "context": [1, 2], "prompt_eval_count": 10,
+             "eval_count": 500, "tool_calls": [{"function": {"name": "f", "arguments": deep}}],
+             "logprobs": [{"token": "x", "logprob": -1}] * 3}
+    assert counted("POST /api/generate", json.dumps(final).encode() + b"\n") == {510}
+
+
 def test_tool_call_arguments_alone_report_nothing() -> None:
     # the stream ends before the counts
     cut = json.dumps(native_final()).encode().split(b'"total_duration"')[0]
@@ -230,6 +254,7 @@ def _reserved(path: str, body: dict[str, Any], budget: int | None = 100_000) -> 
     ("/api/chat", {"options": {"num_predict": 1e30}}, DEFAULT_CAP),
     ("/api/chat", {"options": {"num_predict": "20"}}, DEFAULT_CAP),
     ("/api/chat", {"options": {"num_predict": True}}, DEFAULT_CAP),
+    ("/api/chat", {"options": 50}, DEFAULT_CAP),
     ("/v1/chat/completions", {"max_tokens": 50}, 50),
     ("/v1/chat/completions", {"MAX_TOKENS": 50}, 50),
     ("/v1/chat/completions", {"max_completion_tokens": 50}, DEFAULT_CAP),  # not in ChatCompletionRequest

@@ -127,7 +127,7 @@ class TokenCounter:
                 char = data[pos]
                 pos += 1
                 if char == 0x22:  # " — a string the chunk cuts
-                    self._in_string, self._capture = True, None
+                    self._in_string, self._is_key, self._capture = True, False, None
                 elif char in (0x7B, 0x5B):  # { [
                     stack.append(None)
                 else:
@@ -179,7 +179,7 @@ class TokenCounter:
         self._in_string = False  # data[stop] is the closing quote
         if self._is_key:
             self._is_key = False
-            self._key = bytes(capture) if capture is not None and len(capture) <= _MAX_KEY else None
+            self._key = bytes(capture) if capture is not None else None  # a long key: no field
             self._capture = None
         else:
             self._after_colon = False  # a string value
