@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ollama_guard.gateway.server import raise_fd_limit
-from support.gateway import KeySpec, create_keys, http_bytes, raw_request, start_gateway
+from support.gateway import KeySpec, create_keys, http_bytes, raw_request, read_response, start_gateway
 from support.servers import running_process
 
 CANNED = Path(__file__).parent / "support" / "canned_upstream.py"
@@ -211,3 +211,59 @@ async def test_ipv6_clients_are_capped_per_64(monkeypatch: pytest.MonkeyPatch) -
     assert not connect("2001:db8:1:2::99")[1].aborted
     for protocol, _transport in same_64[1:]:
         protocol.connection_lost(None)
+
+
+def _idle_open(sock: socket.socket, seconds: float) -> bool:
+    """Whether the gateway keeps `sock` open (sends nothing, closes nothing) for `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) != b""
+    except TimeoutError:
+        return True
+
+
+def test_the_header_deadline_restarts_after_each_answer(tmp_path: Path) -> None:
+    # request_timeout 1.5 s: a connection must send a request's headers within 1.5 s of opening or of
+    # its previous answer. The deadline is a time checked by one timer per connection (not a timer per
+    # request): a check that fires after an answer moved the deadline must wait for the new one.
+    answers = tmp_path / "answers.json"
+    answers.write_text("{}")
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (_proc, url), \
+            start_gateway(tmp_path / "gw", url, env={"OLLAMA_GUARD_REQUEST_TIMEOUT": "1.5"}) as gw:
+        sock = socket.create_connection((gw.host, gw.port), timeout=5)
+        opened = time.monotonic()
+        time.sleep(1.0)
+        sock.sendall(http_bytes("GET", "/-/health").replace(b"Connection: close", b"X: y"))
+        assert read_response(sock).status == 200
+        answered = time.monotonic()
+        # the first deadline (opened + 1.5 s) passes: the connection stays open …
+        assert _idle_open(sock, max(0.1, opened + 2.0 - time.monotonic()))
+        # … until 1.5 s after the answer
+        sock.settimeout(5)
+        assert sock.recv(1) == b""
+        closed = time.monotonic()
+        assert answered + 1.3 < closed < answered + 3.0, (closed - answered)
+        sock.close()
+
+
+def test_the_header_deadline_never_cuts_an_answer_in_progress(tmp_path: Path) -> None:
+    # an answer that takes longer than request_timeout (a generation, a slow upstream) is relayed whole
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"GET /api/version": {
+        "content_type": "application/json", "interval": 1.0, "chunks": ['{"version":', '"0.6.5"}']}}))
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("k", "read")])
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (_proc, url), \
+            start_gateway(tmp_path / "gw", url, db_url=db, env={"OLLAMA_GUARD_REQUEST_TIMEOUT": "1.5"}) as gw:
+        gw.keys = keys
+        sock = socket.create_connection((gw.host, gw.port), timeout=10)
+        started = time.monotonic()
+        sock.sendall(http_bytes("GET", "/api/version", headers=gw.auth("k")))
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {time.monotonic() - started:.1f} s: {data!r}"
+            data += chunk
+        assert time.monotonic() - started > 1.5  # the answer outlasted the header deadline
+        assert data.startswith(b"HTTP/1.1 200") and b'"0.6.5"}' in data
+        sock.close()

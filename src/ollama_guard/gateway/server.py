@@ -105,7 +105,12 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
     _client: str | None = None
     max_target_bytes: ClassVar[int] = 16 * 1024
     max_header_bytes: ClassVar[int] = 64 * 1024
-    _header_deadline: asyncio.TimerHandle | None = None
+    # The header deadline is a time, not a timer per request: `_deadline_at` is set when the connection
+    # opens and when a response completes, cleared when a request's headers are complete; one timer per
+    # connection (`_deadline_timer`) checks it and re-arms itself when the deadline has moved on (a
+    # timer armed and cancelled for every request cost a call_later + cancel on the hot path).
+    _deadline_at: float | None = None
+    _deadline_timer: asyncio.TimerHandle | None = None
     _header_bytes = 0
     first_request_grace: ClassVar[float] = 2.0
     _shutting_down = False
@@ -142,9 +147,7 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
         self._arm_header_deadline()
 
     def on_headers_complete(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._deadline_at = None  # the request is in; the next deadline starts when it is answered
         self.scope["ollama_guard.origin_form"] = self.url.startswith(b"/")  # type: ignore[typeddict-unknown-key]
         self.scope["ollama_guard.connection"] = self.conn_state  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
@@ -164,9 +167,10 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._deadline_at = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         client, self._client = self._client, None
         if client is not None:
             left = self.open_per_client.get(client, 1) - 1
@@ -177,18 +181,27 @@ class GuardHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm_header_deadline(self, limit: float | None = None) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
         timeout = self.header_timeout
         if not self.conn_state["authenticated"]:  # an idle connection nobody has vouched for
             timeout = min(timeout, self.unauthenticated_timeout)
         if limit is not None:
             timeout = min(timeout, limit)
-        self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
+        deadline = self._deadline_at = self.loop.time() + timeout
+        timer = self._deadline_timer
+        if timer is not None and timer.when() > deadline:  # a shorter limit than the one it was set for
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._deadline_timer = self.loop.call_at(deadline, self._check_header_deadline)
 
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
-        if not self.transport.is_closing():
+    def _check_header_deadline(self) -> None:
+        self._deadline_timer = None
+        deadline = self._deadline_at
+        if deadline is None:
+            return  # a request is being answered; its response sets the next deadline
+        if self.loop.time() < deadline - 0.001:  # requests were answered since: the deadline moved on
+            self._deadline_timer = self.loop.call_at(deadline, self._check_header_deadline)
+        elif not self.transport.is_closing():
             self.transport.close()
 
 
