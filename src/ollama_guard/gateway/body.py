@@ -27,6 +27,8 @@ Work per request is bounded:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +74,25 @@ def check_body_headers(info: BodyHeaders, limit: int) -> None:
 _BUFFER_FROM = 64 * 1024  # declared bodies above this size are read into one preallocated buffer
 
 
+_NO_DEADLINE = contextlib.nullcontext()
+
+
+def _at_once(receive: Receive) -> tuple[MutableMapping[str, Any] | None, Awaitable[Any] | None]:
+    """The next ASGI message if the server hands it over without waiting. Otherwise nothing was taken:
+    a receive coroutine is abandoned where it waits, before it takes a message (uvicorn waits for its
+    message event first; a queue-based receive waits in `get`); any other awaitable is returned, to
+    be awaited under the deadline."""
+    call = receive()
+    if not isinstance(call, types.CoroutineType):
+        return None, call
+    try:
+        call.send(None)
+    except StopIteration as done:
+        return done.value, None
+    call.close()
+    return None, None
+
+
 async def read_body(
     receive: Receive, limit: int, deadline_seconds: float, lease: BodyLease | None = None,
     declared: int | None = None,
@@ -86,10 +107,18 @@ async def read_body(
     buffer = bytearray(declared) if declared and declared > _BUFFER_FROM else None
     chunks: list[bytes] = []
     size = 0
+    # A small body is usually complete before the request reaches us: taken without waiting, it needs
+    # no deadline timer (asyncio.timeout cost more than the rest of reading it). Anything that has to be
+    # waited for is read under the deadline.
+    message, pending = _at_once(receive)
+    deadline = _NO_DEADLINE if message is not None and not message.get("more_body", False) \
+        else asyncio.timeout(deadline_seconds)
     try:
-        async with asyncio.timeout(deadline_seconds):
+        async with deadline:
             while True:
-                message = await receive()
+                if message is None:
+                    message = await (receive() if pending is None else pending)
+                    pending = None
                 if message["type"] == "http.disconnect":
                     raise ClientGone
                 chunk = message.get("body", b"")
@@ -109,6 +138,7 @@ async def read_body(
                     size = end
                 if not message.get("more_body", False):
                     break
+                message = None
     except TimeoutError:
         raise Refusal(408, "request body not received in time", "body-timeout") from None
     if buffer is not None:
