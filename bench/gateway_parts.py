@@ -55,6 +55,7 @@ import parts_stages
 
 NGINX = "nginx proxy"
 QUIET = "quiet-pollers"
+BASELINE = "full (baseline)"
 TARGETS = (*parts_servers.VARIANTS, NGINX)
 PARTS = (  # (label, variant, variant it is measured against)
     ("HTTP server: parse, respond, syscalls", "fixed", None),
@@ -173,6 +174,17 @@ def report(workload: str, runs: Runs) -> list[str]:
     share = [g.rps / n.rps for g, n in zip(s["full"], s[NGINX], strict=True)]
     cpu_ratio = [(g.user_us + g.sys_us + g.child_us) / (n.user_us + n.sys_us)
                  for g, n in zip(s["full"], s[NGINX], strict=True)]
+    if BASELINE in s:
+        cpu_ab = [(x.user_us + x.sys_us + x.child_us) / (b.user_us + b.sys_us + b.child_us)
+                  for x, b in zip(s["full"], s[BASELINE], strict=True)]
+        serving_ab = [(x.user_us + x.sys_us) / (b.user_us + b.sys_us) for x, b in zip(s["full"], s[BASELINE],
+                                                                                     strict=True)]
+        rps_ab = [x.rps / b.rps for x, b in zip(s["full"], s[BASELINE], strict=True)]
+        base_cpu = [b.user_us + b.sys_us for b in s[BASELINE]]
+        lines += ["", f"Full gateway vs the baseline tree, same round: serving-process CPU per request "
+                      f"{spread([x.user_us + x.sys_us for x in s['full']])} vs {spread(base_cpu)} µs "
+                      f"(×{spread(serving_ab, '{:.2f}')}); both processes ×{spread(cpu_ab, '{:.2f}')}; "
+                      f"req/s ×{spread(rps_ab, '{:.2f}')}."]
     lines += ["", f"req/s (median of rounds): {rps}.",
               f"Gateway req/s as a share of nginx's, same round: {spread([x * 100 for x in share])} %; "
               f"gateway CPU per request ÷ nginx's: ×{spread(cpu_ratio, '{:.1f}')}."]
@@ -273,6 +285,9 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile split")
     parser.add_argument("--pollers", action="store_true",
                         help="also run the pipeline with the key and ban pollers stopped (their cost)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also run the full gateway from the source tree DIR (e.g. `git worktree add "
+                             "DIR main`), interleaved: before/after figures for a change")
     parser.add_argument("--keep-profiles", type=Path, default=None, help="keep the raw pstats files in DIR")
     parser.add_argument("--serve", choices=parts_servers.VARIANTS + parts_servers.EXTRA_VARIANTS,
                         help=argparse.SUPPRESS)
@@ -307,9 +322,15 @@ def main() -> int:
         time.sleep(0.5)
         token = gw_bench.create_admin_key(db_url)
         bases: dict[str, str] = {NGINX: f"http://127.0.0.1:{proxy_port}"}
-        targets = (*parts_servers.VARIANTS, QUIET, NGINX) if args.pollers else TARGETS
+        targets = (*parts_servers.VARIANTS, *([QUIET] if args.pollers else []),
+                   *([BASELINE] if args.baseline else []), NGINX)
         for variant in targets[:-1]:
-            procs[variant], bases[variant] = start(variant, upstream, db_url, env)
+            if variant == BASELINE:
+                source = str((args.baseline / "src").resolve())
+                baseline_env = {**env, "PYTHONPATH": source + os.pathsep + env.get("PYTHONPATH", "")}
+                procs[variant], bases[variant] = start("full", upstream, db_url, baseline_env)
+            else:
+                procs[variant], bases[variant] = start(variant, upstream, db_url, env)
         pids = {v: p.pid for v, p in procs.items()}
         pids[NGINX] = gw_bench.process_tree(nginxes[1].pid)[-1]  # the worker (the master idles)
         print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; wrk -t{args.threads} "

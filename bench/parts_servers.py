@@ -172,6 +172,7 @@ class NullMetrics:
 
     def __init__(self) -> None:
         noop = _Noop()
+        self.proxying = 0
         self.requests = self.upstream_errors = self.tokens = self.in_flight = noop
         self.refusals = self.auto_bans = self.bans_active = noop
 

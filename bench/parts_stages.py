@@ -187,8 +187,8 @@ async def stage_timings(db_url: str, upstream: str, token: str, method: str, pat
         recorder.spool.open()
         try:
             def observe() -> None:
-                metrics.in_flight.inc()
-                metrics.in_flight.dec()
+                metrics.proxying += 1
+                metrics.proxying -= 1
                 metrics.observe(facts.route, "allow", "bench", elapsed)
 
             def spool() -> None:

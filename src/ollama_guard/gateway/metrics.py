@@ -51,11 +51,15 @@ class GatewayMetrics:
             ("key",),
             registry=self.registry,
         )
+        # a plain count kept by the forward stage, read when scraped (a Gauge's inc/dec takes a lock:
+        # two of those per request cost more than the count is worth between scrapes)
+        self.proxying = 0
         self.in_flight = Gauge(
             "ollama_guard_requests_in_flight",
             "Requests currently being proxied to the upstream.",
             registry=self.registry,
         )
+        self.in_flight.set_function(lambda: self.proxying)
         # refusals by the audit log's reason (a fixed set of code constants: bounded), automatic bans,
         # and two values read when scraped (set by the app once its services exist)
         self.refusals = Counter(

@@ -54,14 +54,14 @@ class ForwardStage:
         if isinstance(body, BodyStream) and body.declared_length is not None:
             upstream_headers.append((b"Content-Length", str(body.declared_length).encode()))
         watcher: asyncio.Task[None] | None = None
-        self.metrics.in_flight.inc()
+        self.metrics.proxying += 1
         try:
             if route.long_running and route.body != "blob":
                 task = asyncio.current_task()
                 watcher = asyncio.create_task(_watch_disconnect(req.receive, task, req.facts))
             await self._exchange(req, route, matcher, upstream_headers, body, counter)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.proxying -= 1
             if watcher is not None:
                 watcher.cancel()
 
