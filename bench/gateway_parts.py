@@ -56,6 +56,7 @@ import parts_stages
 NGINX = "nginx proxy"
 QUIET = "quiet-pollers"
 BASELINE = "full (baseline)"
+SLOW_WRITER = "full-writer-0.2"
 TARGETS = (*parts_servers.VARIANTS, NGINX)
 PARTS = (  # (label, variant, variant it is measured against)
     ("HTTP server: parse, respond, syscalls", "fixed", None),
@@ -153,6 +154,9 @@ def part_rows(runs: Runs) -> list[tuple[str, list[float], list[float], list[floa
                      [a + b for a, b in zip(user, sys_, strict=True)]))
     writer = [x.child_us for x in s["full"]]
     rows.append(("audit, writer process", [], [], writer))
+    if SLOW_WRITER in s:
+        rows.append(("  the same, writer polling every 0.2 s (not 0.02 s)", [], [],
+                     [x.child_us for x in s[SLOW_WRITER]]))
     rows.append(("gateway, serving process", [x.user_us for x in s["full"]], [x.sys_us for x in s["full"]],
                  [x.user_us + x.sys_us for x in s["full"]]))
     rows.append(("gateway, both processes", [], [], [x.user_us + x.sys_us + x.child_us for x in s["full"]]))
@@ -285,6 +289,8 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile split")
     parser.add_argument("--pollers", action="store_true",
                         help="also run the pipeline with the key and ban pollers stopped (their cost)")
+    parser.add_argument("--slow-writer", action="store_true",
+                        help="also run the full gateway with its audit writer polling every 0.2 s")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
                         help="also run the full gateway from the source tree DIR (e.g. `git worktree add "
                              "DIR main`), interleaved: before/after figures for a change")
@@ -323,6 +329,7 @@ def main() -> int:
         token = gw_bench.create_admin_key(db_url)
         bases: dict[str, str] = {NGINX: f"http://127.0.0.1:{proxy_port}"}
         targets = (*parts_servers.VARIANTS, *([QUIET] if args.pollers else []),
+                   *([SLOW_WRITER] if args.slow_writer else []),
                    *([BASELINE] if args.baseline else []), NGINX)
         for variant in targets[:-1]:
             if variant == BASELINE:

@@ -17,7 +17,9 @@ two variants differ only by the part added between them:
 * ``full``        — the same with the real audit recorder too (spool + writer process): the gateway
                     as `ollama-guard serve` runs it;
 * ``quiet-pollers`` (optional) — ``pipeline`` with the key and ban pollers polling once an hour
-                    instead of every 0.25 s: what the background polling costs the serving process.
+                    instead of every 0.25 s: what the background polling costs the serving process;
+* ``full-writer-0.2`` (optional) — ``full`` with the audit writer process looking at the spool every
+                    0.2 s instead of every 0.02 s: how much of the writer's CPU is per batch.
 
 `--profile-out FILE`: SIGUSR1 starts cProfile in the serving thread, a second SIGUSR1 stops it and
 writes the stats to FILE (the driver profiles only the load it sends in between).
@@ -39,7 +41,7 @@ import gateway as gw_bench  # bench/gateway.py: the canned Ollama answers
 
 READY = "gateway-parts listening on "
 VARIANTS = ("fixed", "passthrough", "pipeline", "metrics", "full")
-EXTRA_VARIANTS = ("quiet-pollers",)  # `pipeline` with the key and ban pollers (nearly) stopped
+EXTRA_VARIANTS = ("quiet-pollers", "full-writer-0.2")
 _STREAM_TYPES = (b"application/x-ndjson", b"text/event-stream")
 
 Scope = dict[str, Any]
@@ -195,6 +197,9 @@ class NullRecorder:
     async def spool_before_forward(self, fields: Any) -> None:
         return None
 
+    async def durable(self) -> bool:
+        return True
+
     def accepting(self) -> bool:
         return True
 
@@ -247,6 +252,19 @@ def quiet_pollers() -> None:
     bans_module.BanList.__init__ = bans  # type: ignore[method-assign]
 
 
+def slow_writer(interval: float) -> None:
+    """The audit writer process polls its spool every `interval` seconds (a measurement only)."""
+    from ollama_guard.gateway.audit import recorder as recorder_module
+
+    init = recorder_module.Recorder.__init__
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["writer_settings"] = {**(kwargs.get("writer_settings") or {}), "interval": interval}
+        init(self, *args, **kwargs)
+
+    recorder_module.Recorder.__init__ = patched  # type: ignore[method-assign]
+
+
 def install_profiler(out: Path) -> None:
     """SIGUSR1 toggles cProfile in this (the serving) thread; the second one writes the stats. The
     profiler's clock is the thread's CPU time, so time the thread spends descheduled (a busy shared
@@ -275,6 +293,8 @@ def serve(variant: str, upstream_url: str, db_url: str, profile_out: Path | None
 
     if variant == "quiet-pollers":
         quiet_pollers()
+    if variant == "full-writer-0.2":
+        slow_writer(0.2)
     config = load_config(None, {"db": db_url, "upstream": upstream_url, "listen": "127.0.0.1:0"}, {})
     asyncio.run(_prepare(config))
     configure_protocol(config)
@@ -284,7 +304,8 @@ def serve(variant: str, upstream_url: str, db_url: str, profile_out: Path | None
     elif variant == "passthrough":
         app = PassThrough(upstream_url)
     else:
-        app = gateway_app(config, metrics=variant in ("metrics", "full"), audit=variant == "full")
+        full = variant.startswith("full")
+        app = gateway_app(config, metrics=full or variant == "metrics", audit=full)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     app.on_ready = lambda: print(f"{READY}http://127.0.0.1:{port}", flush=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, text, update
 
 from ollama_guard.errors import GuardError, InputError
@@ -461,3 +463,16 @@ async def test_revoke_command_in_another_process(tmp_path: Path, monkeypatch: py
     finally:
         await auth.close()
         await engine.dispose()
+
+
+@given(key_id=st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
+       secret=st.from_regex(r"[A-Za-z0-9_-]{43}", fullmatch=True),
+       hash_key=st.binary(min_size=32, max_size=32))
+def test_the_request_path_hasher_is_the_stored_hash(key_id: str, secret: str, hash_key: bytes) -> None:
+    # the key check hashes with a copied keyed HMAC (faster); it must equal what keys are stored as
+    from ollama_guard.gateway.keys.tokens import hash_secret, secret_hasher
+
+    hasher = secret_hasher(hash_key)
+    assert hasher(key_id, secret) == hash_secret(hash_key, key_id, secret)
+    assert hasher(key_id, secret) == hash_secret(hash_key, key_id, secret)  # the keyed state is not used up
+    assert hasher(key_id, secret[::-1]) == hash_secret(hash_key, key_id, secret[::-1])

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ollama_guard.gateway.keys.model import ApiKey
 from ollama_guard.gateway.keys.poller import KeySnapshotPoller
-from ollama_guard.gateway.keys.tokens import hash_secret, parse_token
+from ollama_guard.gateway.keys.tokens import parse_token, secret_hasher
 from ollama_guard.gateway.secrets import PURPOSE_KEY_HASH, derive_key, secret_fingerprint
 
 
@@ -65,6 +65,7 @@ class KeyAuthenticator:
         negative_cache_ttl: float = 5.0,
     ) -> None:
         self._hash_key = derive_key(secret, PURPOSE_KEY_HASH)
+        self._hash_secret = secret_hasher(self._hash_key)
         self.poller = KeySnapshotPoller(
             engine,
             secret_fingerprint(secret),
@@ -103,7 +104,7 @@ class KeyAuthenticator:
             return None
         self.poller.check_fresh()
         key_id, secret = parsed
-        digest = hash_secret(self._hash_key, key_id, secret)
+        digest = self._hash_secret(key_id, secret)
         key = self._match(key_id, digest)
         if key is None:
             if self._negative.known_bad(digest, self.poller.generation):
