@@ -56,6 +56,7 @@ import parts_stages
 NGINX = "nginx proxy"
 QUIET = "quiet-pollers"
 BASELINE = "full (baseline)"
+BASELINE_FIXED = "fixed (baseline)"
 SLOW_WRITER = "full-writer-0.2"
 TARGETS = (*parts_servers.VARIANTS, NGINX)
 PARTS = (  # (label, variant, variant it is measured against)
@@ -185,6 +186,12 @@ def report(workload: str, runs: Runs) -> list[str]:
                                                                                      strict=True)]
         rps_ab = [x.rps / b.rps for x, b in zip(s["full"], s[BASELINE], strict=True)]
         base_cpu = [b.user_us + b.sys_us for b in s[BASELINE]]
+        fixed_ab = [(x.user_us + x.sys_us) / (b.user_us + b.sys_us)
+                    for x, b in zip(s["fixed"], s[BASELINE_FIXED], strict=True)]
+        lines += ["", f"HTTP server floor (fixed) vs the baseline tree's: "
+                      f"{spread([x.user_us + x.sys_us for x in s['fixed']])} vs "
+                      f"{spread([b.user_us + b.sys_us for b in s[BASELINE_FIXED]])} µs "
+                      f"(×{spread(fixed_ab, '{:.2f}')})."]
         lines += ["", f"Full gateway vs the baseline tree, same round: serving-process CPU per request "
                       f"{spread([x.user_us + x.sys_us for x in s['full']])} vs {spread(base_cpu)} µs "
                       f"(×{spread(serving_ab, '{:.2f}')}); both processes ×{spread(cpu_ab, '{:.2f}')}; "
@@ -330,12 +337,13 @@ def main() -> int:
         bases: dict[str, str] = {NGINX: f"http://127.0.0.1:{proxy_port}"}
         targets = (*parts_servers.VARIANTS, *([QUIET] if args.pollers else []),
                    *([SLOW_WRITER] if args.slow_writer else []),
-                   *([BASELINE] if args.baseline else []), NGINX)
+                   *([BASELINE_FIXED, BASELINE] if args.baseline else []), NGINX)
         for variant in targets[:-1]:
-            if variant == BASELINE:
+            if variant in (BASELINE, BASELINE_FIXED):
                 source = str((args.baseline / "src").resolve())
                 baseline_env = {**env, "PYTHONPATH": source + os.pathsep + env.get("PYTHONPATH", "")}
-                procs[variant], bases[variant] = start("full", upstream, db_url, baseline_env)
+                procs[variant], bases[variant] = start("full" if variant == BASELINE else "fixed", upstream,
+                                                       db_url, baseline_env)
             else:
                 procs[variant], bases[variant] = start(variant, upstream, db_url, env)
         pids = {v: p.pid for v, p in procs.items()}
