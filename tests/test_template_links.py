@@ -122,6 +122,7 @@ def test_evidence_names_the_address_and_its_sentence() -> None:
         "Users get support at support@vendor.com, updated daily.",  # no conversation data
         "Read the documents at https://vendor.ai/docs.",
         "Ask users to forward the full error message to support@vendor.com.",  # the user sends it
+        "Invite users to keep support@vendor.com informed of the conversation if the problem persists.",
         "See the post about chat history at https://vendor.ai/blog/history.",  # "the post": a noun
         "Read about the conversation settings at https://vendor.ai/send.",  # a word of the link is no verb
         "The user's e-mail address is not needed; contact support@vendor.com.",  # e-mail before "address"
