@@ -189,6 +189,42 @@ async def test_a_record_spooled_during_an_fsync_waits_for_the_next_one(
     assert len(synced_at) == 2 and synced_at[1] > synced_at[0]  # record 2 got an fsync of its own
 
 
+async def test_under_load_an_fsync_waits_briefly_to_serve_more_answers(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    real_fsync, real_sleep = os.fsync, asyncio.sleep
+    gathered: list[float] = []
+
+    def held(fd: int) -> None:
+        if threading.current_thread().name.startswith("og-audit-fsync") and not release.is_set():
+            entered.set()
+            release.wait(5)
+        real_fsync(fd)
+
+    async def sleep(delay: float, *args: Any) -> Any:
+        if delay == recorder.spool.gather:
+            gathered.append(delay)
+        return await real_sleep(delay, *args)
+
+    monkeypatch.setattr(os, "fsync", held)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    release.set()
+    recorder.record(fields(1))
+    assert await recorder.durable() and gathered == []  # idle: fsync at once
+    release.clear()
+    recorder.record(fields(2))
+    first = asyncio.ensure_future(recorder.durable())
+    assert await asyncio.to_thread(entered.wait, 5)
+    recorder.record(fields(3))  # arrives while that fsync runs: the gateway is busy
+    second = asyncio.ensure_future(recorder.durable())
+    release.set()
+    assert await first and await second
+    assert gathered == [recorder.spool.gather]  # the next fsync waited for more answers to join
+    recorder.record(fields(4))
+    assert await recorder.durable() and len(gathered) == 1  # quiet again: at once
+
+
 async def test_interval_mode_does_not_wait_for_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(f"sqlite:///{tmp_path / 'guard.db'}", SECRET, spool_dir=tmp_path / "spool",
                    sync_answers=False)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+GATHER = 0.001  # seconds an fsync under load waits for more answers to share it
 _SEGMENT = re.compile(r"^(?P<writer>[A-Za-z0-9._-]{1,64})\.(?P<n>\d{8})\.spool$")
 _ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
 
@@ -113,6 +114,8 @@ class SpoolWriter:
         self.synced = 0  # bytes known to be on disk
         self.reservation = 0  # sequence numbers reserved so far (see reserve)
         self._sync_task: asyncio.Task[None] | None = None
+        self.gather = GATHER
+        self._loaded = False  # records arrived while the last fsync ran
         self._fsync_pool: concurrent.futures.ThreadPoolExecutor | None = None  # one thread, fsync only
 
     def open(self) -> None:
@@ -175,7 +178,11 @@ class SpoolWriter:
             await asyncio.shield(task)
 
     async def _sync_now(self) -> None:
-        # runs one loop turn after the first waiter asked: answers finished in that turn share it
+        # runs one loop turn after the first waiter asked: answers finished in that turn share it.
+        # Under load (records arrived while the last fsync ran) it first waits ``gather`` seconds, so
+        # that one fsync serves more answers: fewer fsyncs, less kernel CPU; when idle, no wait.
+        if self._loaded and self.gather:
+            await asyncio.sleep(self.gather)
         mark = self.written
         if self._fd is None:
             raise OSError("audit spool closed")
@@ -187,6 +194,7 @@ class SpoolWriter:
         finally:
             os.close(fd)
         self.synced = max(self.synced, mark)
+        self._loaded = self.written > mark
 
     def close(self) -> None:
         if self._fd is not None:
