@@ -52,6 +52,16 @@ def test_the_shares_follow_the_lanes_and_the_largest_body() -> None:
     assert holders_of("k1", "10.0.0.1") == ("key:k1", "addr:10.0.0.1")
 
 
+
+async def test_a_body_over_the_share_is_413_even_with_no_holder_named() -> None:
+    budget = BodyBudget(100, largest=10, small_body=0)  # share: a third, 33 bytes
+    with pytest.raises(Refusal) as refused:
+        await BodyLease(budget).take(50)
+    assert refused.value.status == 413 and "33 bytes" in refused.value.message and budget.held == 0
+    await budget.large.take(33, ("key:k",), 0.01)  # exactly the share: taken
+    assert budget.large.by_holder == {"key:k": 33}
+
+
 @pytest.mark.parametrize(
     ("inflight", "share"), [(None, 32 * MiB), (40 * MiB, 32 * MiB), (200 * MiB, 66 * MiB)]
 )

@@ -138,7 +138,8 @@ class BodyLease:
         """A declared body: its whole size, at once (waiting for room)."""
         assert self.lane is None
         lane = self.budget.lane_for(size)
-        await lane.take(size, self.holders, BUDGET_WAIT)
+        if size > lane.share or not lane.try_take(size, self.holders):  # (no coroutine when it fits)
+            await lane.take(size, self.holders, BUDGET_WAIT)
         self.lane, self.size = lane, size
 
     def grow(self, size: int) -> None:
