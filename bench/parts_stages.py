@@ -4,7 +4,8 @@
 The real `GatewayApp` stages run on a prepared request of the workload: the real key store (its
 snapshot, loaded from the bench database), the in-memory limiter, the real JSON judge and policy.
 `forward` runs its own logic (headers, relay, listing filter, disconnect watcher) against a canned
-upstream answer instead of a socket; `record` runs with no-op metrics and a dropping recorder, then
+upstream answer instead of a socket (an NDJSON answer in one chunk per line, as Ollama streams);
+`record` runs with no-op metrics and a dropping recorder, then
 the real metrics and the real audit spool (a `Recorder`'s spool, one `write(2)` per record, no writer
 process) are timed on their own.
 
@@ -50,7 +51,11 @@ class _CannedResponse:
         return self._body
 
     async def iter_chunks(self) -> Any:
-        yield self._body
+        if self.content_type == b"application/x-ndjson":  # as Ollama streams: one line per chunk
+            for line in self._body.splitlines(keepends=True):
+                yield line
+        else:
+            yield self._body
 
     def close(self) -> None:
         return None

@@ -151,6 +151,30 @@ def test_a_client_that_never_reads_a_stream_frees_its_slots(upstream: str, tmp_p
         stuck.close()
 
 
+def test_a_slow_upstream_is_not_a_slow_client(tmp_path: Path) -> None:
+    # pauses of the upstream longer than write_timeout between chunks: the client reads everything
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({
+        "POST /api/generate": {"content_type": "application/x-ndjson", "interval": 1.5,
+                               "chunks": ['{"response":"a","done":false}\n', '{"done":true}\n']},
+    }))
+    db = f"sqlite:///{tmp_path / 'guard.db'}"
+    keys = create_keys(db, [KeySpec("one", "inference")])
+    with running_process([sys.executable, str(CANNED), str(answers)]) as (_proc, url), \
+            start_gateway(tmp_path / "gw", url, db_url=db, env={"OLLAMA_GUARD_WRITE_TIMEOUT": "1"}) as gw:
+        gw.keys = keys
+        body = json.dumps({"model": "llama3.2:1b", "prompt": "x", "options": {"num_predict": 1}}).encode()
+        sock = socket.create_connection((gw.host, gw.port), timeout=10)
+        sock.sendall(http_bytes("POST", "/api/generate", headers=gw.auth("one"), body=body))
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"cut off: {data!r}"
+            data += chunk
+        assert b'{"done":true}' in data
+        sock.close()
+
+
 class _FakeTransport:
     """Just enough of an asyncio transport for the protocol's connection bookkeeping."""
 

@@ -137,29 +137,68 @@ class ForwardStage:
         facts.started_response = True
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         sent = 0
+        watch = _StallWatch(self.write_timeout)
         try:
             async for chunk in resp.iter_chunks():
                 if counter is not None:
                     counter.feed(chunk)
-                try:
-                    async with asyncio.timeout(self.write_timeout):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:  # the client reads nothing: let go of Ollama and of the slots
-                    facts.reason = "client-too-slow"
-                    GATEWAY_LOG.warning("slow-client", "cut off a client that read nothing for %g s",
-                                        self.write_timeout)
-                    raise ClientGone from None
+                watch.sending_since = watch.loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                watch.sending_since = None
                 sent += len(chunk)
                 facts.bytes_out = sent  # up to date when a hang-up cancels this task
+        except asyncio.CancelledError:
+            if watch.stalled and watch.task.uncancel() == 0:  # our cancellation, and nobody else's
+                # the client reads nothing: let go of Ollama and of the slots
+                facts.reason = "client-too-slow"
+                GATEWAY_LOG.warning("slow-client", "cut off a client that read nothing for %g s",
+                                    self.write_timeout)
+                raise ClientGone from None
+            raise
         except (UpstreamError, TimeoutError):
             self.metrics.upstream_errors.labels("broken").inc()
             facts.reason = "upstream-broken"
             facts.bytes_out = sent
             if resp.content_length is not None:
                 raise  # a Content-Length response cannot be ended cleanly: drop the connection
+        finally:
+            watch.close()
         facts.bytes_out = sent
         facts.responded = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _StallWatch:
+    """The write timeout of a streamed answer as one timer per answer, not an `asyncio.timeout` per
+    chunk (which cost more than relaying a small chunk): a send to the client that has not returned
+    `limit` seconds after it started cancels the relaying task and sets `stalled`. The timer looks
+    again every `limit` seconds while the answer flows."""
+
+    __slots__ = ("_timer", "limit", "loop", "sending_since", "stalled", "task")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.sending_since: float | None = None  # loop time the send in progress started
+        self.stalled = False
+        self._timer: asyncio.TimerHandle | None = self.loop.call_later(limit, self._check)
+
+    def _check(self) -> None:
+        since, now = self.sending_since, self.loop.time()
+        if since is not None and now - since >= self.limit - 0.001:
+            self._timer = None
+            self.stalled = True
+            self.task.cancel()
+            return
+        self._timer = self.loop.call_at((now if since is None else since) + self.limit, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 async def _relay_whole(
