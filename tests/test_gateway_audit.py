@@ -579,6 +579,57 @@ async def test_a_whole_writer_removed_is_detected(engine) -> None:
     assert result.missing == 3 and "writer w2 is gone" in result.summary()
 
 
+async def _wipe(engine, *, rewind_state: bool, keep_records: bool = False) -> None:
+    async with engine.begin() as conn:
+        if not keep_records:
+            await conn.execute(delete(audit_table))
+        await conn.execute(delete(audit_writers_table))
+        await conn.execute(delete(audit_checkpoints_table))
+        if rewind_state:
+            await conn.execute(update(state_table).values(audit_seq=0))
+
+
+# (rewind the counter and drop the head MAC as well: the state of a new database in full — the limit
+# docs/gateway.md states; only a head noted elsewhere can show it)
+@pytest.mark.parametrize(("rewind_state", "drop_head_mac"), [(False, False), (True, False), (False, True)])
+async def test_a_log_wiped_back_to_a_new_database_is_detected(engine, rewind_state: bool,
+                                                             drop_head_mac: bool) -> None:
+    """Writer and checkpoint rows are no proof that a log never existed: whoever deletes the records
+    deletes those too (and rewinds og_state's counter). Red team: "intact (0 records)", exit 0."""
+    await chain_of(engine, 5, writer="w1")
+    await chain_of(engine, 3, writer="w2")
+    await _wipe(engine, rewind_state=rewind_state)
+    if drop_head_mac:
+        async with engine.begin() as conn:
+            await conn.execute(update(state_table).values(audit_head_mac=None))
+    result = await verify_chain(engine, SECRET)
+    assert not result.intact and "checkpoint" in result.summary(), result.summary()
+
+
+async def test_records_left_without_their_writers_and_checkpoints_are_not_vouched_for(engine) -> None:
+    await chain_of(engine, 6, writer="w1")
+    async with engine.begin() as conn:
+        await conn.execute(update(audit_table).where(audit_table.c.seq == 2).values(status=403))
+        await conn.execute(delete(audit_table).where(audit_table.c.seq >= 5))
+    await _wipe(engine, rewind_state=True, keep_records=True)
+    async with engine.begin() as conn:
+        await conn.execute(update(state_table).values(audit_head_mac=None))  # all that is left looks new
+    result = await verify_chain(engine, SECRET)
+    assert not result.intact and "records of unknown writer w1" in result.summary(), result.summary()
+
+
+@pytest.mark.parametrize("cell", ["time = 'zz'", "latency_ms = 'x'", "mac = x'00ff'", "path = x'c3'"])
+async def test_a_value_no_gateway_writes_is_an_edit_not_a_crash(sqlite_engine, cell: str) -> None:
+    """SQLite keeps whatever an UPDATE stores; verify must say the log was altered (exit 1), not stop
+    with an error (exit 2) that leaves a deletion next to it unreported."""
+    await chain_of(sqlite_engine, 12)
+    async with sqlite_engine.begin() as conn:
+        await conn.exec_driver_sql(f"UPDATE og_audit_records SET {cell} WHERE seq = 3")
+        await conn.execute(delete(audit_table).where(audit_table.c.seq.between(6, 9)))
+    result = await verify_chain(sqlite_engine, SECRET)
+    assert not result.intact and "no gateway writes" in result.summary(), result.summary()
+
+
 async def test_checkpoint_chain_damage_is_detected(engine) -> None:
     await chain_of(engine, 3, writer="w1")
     await chain_of(engine, 3, writer="w2")

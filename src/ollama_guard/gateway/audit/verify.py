@@ -37,6 +37,7 @@ from ollama_guard.gateway.audit.legacy import (
     LEGACY_WRITER,
     UNAUTHENTIC_LEGACY_HEAD,
     has_legacy_table,
+    has_table,
     legacy_anchor,
     legacy_mac,
     legacy_table,
@@ -122,7 +123,29 @@ async def verify_chain(engine: AsyncEngine, secret: bytes, *, page_size: int = 5
         if conn.dialect.name == "postgresql":
             await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
-            return await _verify(conn, key, secret, page_size)
+            try:
+                return await _verify(conn, key, secret, page_size)
+            except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+                # SQLite stores whatever an UPDATE puts in a column; no gateway writes a value its
+                # schema cannot read back, so one that cannot be read is an edit — and the log cannot
+                # be vouched for past it.
+                detail = (f"the audit tables hold a value no gateway writes ({type(exc).__name__}: "
+                          f"{str(exc)[:160]}): altered outside the gateway; nothing past it is verified")
+                return VerifyResult(0, 0, (Problem(CHECKPOINTS, "edited", 0, detail),))
+
+
+async def _pipeline_started(conn: AsyncConnection, state: Any) -> bool:
+    """Whether writer chains were ever written here. Writer and checkpoint rows alone cannot say so —
+    whoever can delete records can delete those too: a moved checkpoint head, a head MAC or any record
+    in the new table also mean the pipeline ran (without an older release's table, nothing else
+    writes them)."""
+    if await pipeline_started(conn):
+        return True
+    records = await has_table(conn, audit_table.name) and bool(
+        (await conn.execute(select(audit_table.c.id).limit(1))).first())
+    if await has_legacy_table(conn):
+        return records
+    return bool(int(state.audit_seq) or state.audit_head_mac is not None or records)
 
 
 async def _verify(conn: AsyncConnection, key: bytes, secret: bytes, page_size: int) -> VerifyResult:
@@ -136,7 +159,7 @@ async def _verify(conn: AsyncConnection, key: bytes, secret: bytes, page_size: i
             "use the gateway's secret_file or OLLAMA_GUARD_SECRET"
         )
     problems: list[Problem] = []
-    if not await pipeline_started(conn):  # a new database, or an older release's not upgraded yet
+    if not await _pipeline_started(conn, state):  # a new database, or an older release's not upgraded yet
         anchor = await legacy_anchor(conn, key)
         if anchor is None and not await has_legacy_table(conn):
             return VerifyResult(0, 0)
