@@ -279,8 +279,9 @@ def test_embeddings_reserve_their_prompt_and_keys_without_budget_nothing() -> No
 
 
 def test_output_cap_reads_numbers_as_ollama_does() -> None:
-    assert [output_cap(v) for v in (1, 2.7, 2**63 - 1)] == [1, 2, 2**63 - 1]
-    unbounded = (None, 0, -1, 0.99, 2**63, float("inf"), float("nan"), "5", False, [5])
+    assert [output_cap(v) for v in (1, 2.7, 2**53 - 1)] == [1, 2, 2**53 - 1]
+    # from 2**53 on no cap: Go reads one near 2**63 as MinInt64, "unbounded" (test_gateway_budget_caps)
+    unbounded = (None, 0, -1, 0.99, 2**53, 2**63 - 1, 2**63, float("inf"), float("nan"), "5", False, [5])
     assert {output_cap(v) for v in unbounded} == {None}
 
 
@@ -341,8 +342,9 @@ def test_a_cap_ollama_ignores_does_not_shrink_the_reservation(gw: Gateway) -> No
         statuses = list(pool.map(lambda _: _post(gw, "native", "/api/generate", body), range(20)))
     assert sorted(statuses) == [200] + [429] * 19, statuses
     charged = sum(r["tokens"] for r in _records(gw, "native", 20))
-    # one answer, bounded by the gateway at its reservation: within the budget plus one reservation
-    assert charged == 5 + DEFAULT_CAP <= 300 + _reservation_of(body, DEFAULT_CAP)
+    # one answer, bounded by the gateway at its reservation (token_reservation, but never more than the
+    # key's daily budget): within the budget plus one reservation
+    assert charged == 5 + 300 <= 300 + _reservation_of(body, 300)
 
 
 def _hang_up(gw: Gateway, key: str, path: str, body: dict[str, Any], *, lines: int, wait: float = 0) -> None:

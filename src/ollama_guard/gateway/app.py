@@ -30,7 +30,13 @@ from ollama_guard.gateway.request import AuditFacts, Message, Receive, Request, 
 from ollama_guard.gateway.respond import send_refusal
 from ollama_guard.gateway.services import Services
 from ollama_guard.gateway.stages import limits
-from ollama_guard.gateway.stages.account import account, bound_output, reservation, token_counter
+from ollama_guard.gateway.stages.account import (
+    account,
+    bound_output,
+    output_limit,
+    reservation,
+    token_counter,
+)
 from ollama_guard.gateway.stages.authenticate import authenticate
 from ollama_guard.gateway.stages.authorise import authorise
 from ollama_guard.gateway.stages.client import ClientStage
@@ -107,7 +113,7 @@ class GatewayApp:
         slot, reserved = await limits.admit(services.limiter, key, req.facts, reserve)
         try:
             if reserve:  # a budgeted request: Ollama generates no more than its reservation assumed
-                bound_output(route, body, self.config.token_reservation)
+                bound_output(route, body, output_limit(route, key, body, self.config.token_reservation))
             await before_forward(req.facts, route, services.audit)
             await self.forward(req, route, matcher, body, counter)
         finally:

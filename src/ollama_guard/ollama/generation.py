@@ -75,20 +75,24 @@ TOKEN_ACCOUNTING: dict[str, TokenAccounting] = {
 # a compute route missing above: no known cap, no known counts (the reservation is charged)
 UNKNOWN = TokenAccounting(cap=None, counts=())
 
-_INT64_MAX = 2**63 - 1
+# Caps from 2**53 on are read as no bound: Go decodes a JSON number into a float64 first (the
+# ``options`` map) and converts it to int; at 2**63 - 511 and above the float64 is 2**63, which amd64
+# turns into MinInt64 — "generate until the context is full". Far below that no bound means anything.
+MAX_CAP = 2**53 - 1
 
 
 def output_cap(value: object) -> int | None:
     """The bound a cap field's JSON value puts on generation, as Ollama reads it; None when it puts
     none (absent, ``<= 0`` — ``-1``/``-2`` mean "until the context is full" — or not a number, which
-    Ollama refuses anyway). A float is truncated, as ``Options.FromMap`` does."""
+    Ollama refuses anyway) or none that can be relied on (above ``MAX_CAP``, infinite, NaN). A float is
+    truncated, as ``Options.FromMap`` does."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return None
         value = int(value)
-    if value <= 0 or value > _INT64_MAX:
+    if value <= 0 or value > MAX_CAP:
         return None
     return value
 

@@ -43,8 +43,15 @@ log = logging.getLogger(__name__)
 # KEYS: 1 rpm zset, 2 lease zset, 3 token counter, 4 reservations hash, 5 seeded marker
 # ARGV: 1 rpm (0 = none), 2 concurrency (0 = none), 3 token budget (-1 = none), 4 lease id,
 #       5 lease ttl ms, 6 request id, 7 tokens to reserve, 8 token ttl s
-# Returns {0} admitted, {4} not seeded yet, or {code, retry_after_ms}: 1 tokens, 2 concurrency, 3 rpm.
+# Returns {0} admitted, {4} not seeded yet, {5} an argument is not a bounded integer (nothing changed),
+# or {code, retry_after_ms}: 1 tokens, 2 concurrency, 3 rpm. The numbers are checked before anything
+# is changed, and the reservation goes to INCRBY/HSET as the string it came as (a Lua number would be
+# written as "1e+17", which INCRBY refuses — after the lease and the rpm entry were taken).
 _ACQUIRE_LUA = """
+for _, i in ipairs({1, 2, 5, 7, 8}) do
+  if not string.match(ARGV[i], '^%d+$') or #ARGV[i] > 16 then return {5} end
+end
+if ARGV[3] ~= '-1' and (not string.match(ARGV[3], '^%d+$') or #ARGV[3] > 16) then return {5} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm = tonumber(ARGV[1])
@@ -80,11 +87,10 @@ if conc > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]) * 2)
 end
-local reserve = tonumber(ARGV[7])
-if budget >= 0 and reserve > 0 then
-  redis.call('INCRBY', KEYS[3], reserve)
+if budget >= 0 and tonumber(ARGV[7]) > 0 then
+  redis.call('INCRBY', KEYS[3], ARGV[7])
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
-  redis.call('HSET', KEYS[4], ARGV[4], reserve)
+  redis.call('HSET', KEYS[4], ARGV[4], ARGV[7])
   redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
 end
 return {0}
@@ -92,17 +98,15 @@ return {0}
 
 # KEYS: 1 token counter, 2 reservations hash (of the reservation's day); ARGV: 1 id, 2 tokens used,
 # 3 tokens reserved, 4 token ttl s. A reservation Redis no longer holds (it lost its data and was
-# seeded from the audit log since) is not taken back: only what was used is added.
+# seeded from the audit log since) is not taken back: only what was used is added. The counts go to
+# Redis as the strings they came as (Lua would write a large number as "1.2e+14").
 _SETTLE_LUA = """
-local delta = tonumber(ARGV[2])
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
-  delta = delta - tonumber(ARGV[3])
+  redis.call('DECRBY', KEYS[1], ARGV[3])
 end
-if delta ~= 0 then
-  local now = redis.call('INCRBY', KEYS[1], delta)
-  if now < 0 then redis.call('SET', KEYS[1], 0) end
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-end
+local now = redis.call('INCRBY', KEYS[1], ARGV[2])
+if now < 0 then redis.call('SET', KEYS[1], 0) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 """
 
@@ -135,6 +139,7 @@ return 1
 """
 
 _TOKEN_TTL_SECONDS = 2 * 86400 + 3600
+_MAX_BUDGET = 10**16 - 1  # the acquire script takes numbers of up to 16 digits
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, str | None, int]:
@@ -272,7 +277,9 @@ class RedisLimiter:
         day = utc_day()
         keys = list(self._keys(key.id, day))
         lease_id = uuid.uuid4().hex
-        args = [key.rpm or 0, key.concurrency or 0, -1 if key.tokens_per_day is None else key.tokens_per_day,
+        # a budget above _MAX_BUDGET is one no day reaches: compared as _MAX_BUDGET
+        budget = -1 if key.tokens_per_day is None else min(key.tokens_per_day, _MAX_BUDGET)
+        args = [key.rpm or 0, key.concurrency or 0, budget,
                 lease_id, self._lease_ttl_ms, lease_id, max(0, reserve), _TOKEN_TTL_SECONDS]
         result = await self._call("limit check", self._scripts["acquire"](keys=keys, args=args))
         if int(result[0]) == 4:  # Redis does not know this key's day (new day, or it lost its data)
@@ -285,6 +292,8 @@ class RedisLimiter:
             raise Limited(f"more than {key.concurrency} concurrent requests", int(result[1]) / 1000)
         if code == 3:
             raise Limited(f"more than {key.rpm} requests per minute", int(result[1]) / 1000)
+        if code == 5:  # a caller's bug, not an outage: the script changed nothing
+            raise ValueError(f"limit check arguments out of range (reservation {reserve})")
         if code != 0:
             raise StoreUnavailable("Redis limit check: the key's day could not be seeded")
         reservation = Reservation(lease_id, day, max(0, reserve)) if key.tokens_per_day is not None else None

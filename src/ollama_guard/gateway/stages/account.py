@@ -5,11 +5,14 @@ output Ollama really applies to this route (`options.num_predict` on the native 
 /v1/chat/completions, /v1/completions and /v1/messages, `max_output_tokens` on /v1/responses: the
 catalog `ollama_guard.ollama.generation`), else — absent, zero or negative, which Ollama reads as
 "until the context is full" — `token_reservation` from the configuration; plus its prompt, estimated at
-one token per four body bytes. A field Ollama ignores on a route bounds nothing and reserves nothing.
-The `limits` stage takes the reservation atomically with the admission, so concurrent requests cannot
-together pass the budget by more than one reservation. A request that reserved `token_reservation`
-because it set no bound of its own is given that bound (`bound_output`): the route's cap field is
-appended to the forwarded body, so the reservation is a real upper bound of what Ollama generates.
+one token per four body bytes. A field Ollama ignores on a route bounds nothing and reserves nothing;
+a cap above 2**53 is read as none (Go turns one near 2**63 into "unbounded"). The output reserved is
+never more than the key's whole daily budget (`output_limit`): a key with 100 tokens a day asking for
+`num_predict: 1e9` reserves, and is bounded at, 100. The `limits` stage takes the reservation
+atomically with the admission, so concurrent requests cannot together pass the budget by more than
+one reservation. A request whose own bound is missing or larger than what it reserved is given that
+bound (`bound_output`): the route's cap field is appended to the forwarded body, so the reservation
+is a real upper bound of what Ollama generates.
 
 After the answer (`account`): the reservation is replaced by the counts Ollama reported where it
 writes them (`usage.TokenCounter`); when the answer has none (a stream cut short, an upstream that does
@@ -52,6 +55,15 @@ def requested_cap(route: Route, body: JsonBody | BodyStream | None) -> int | Non
     return output_cap(value)
 
 
+def output_limit(route: Route, key: Any, body: JsonBody | BodyStream | None, default_output: int) -> int:
+    """The output a budgeted request reserves and may generate: its own cap, else `default_output`
+    (`token_reservation`), and never more than the key's daily budget."""
+    output = requested_cap(route, body)
+    limit = output if output is not None else default_output
+    budget = getattr(key, "tokens_per_day", None)
+    return min(limit, budget) if budget is not None else limit
+
+
 def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, default_output: int,
                 body_bytes: int) -> int:
     """Tokens to reserve for this request (0 when the key has no token budget)."""
@@ -60,26 +72,28 @@ def reservation(route: Route, key: Any, body: JsonBody | BodyStream | None, defa
     prompt = -(-body_bytes // 4)
     if not token_accounting(route.endpoint.key).generates:
         return max(prompt, 1)  # embeddings generate nothing
-    output = requested_cap(route, body)
-    return prompt + (output if output is not None else default_output)
+    return prompt + output_limit(route, key, body, default_output)
 
 
-def bound_output(route: Route, body: JsonBody | BodyStream | None, default_output: int) -> bool:
-    """Make Ollama stop after `default_output` tokens when the request sets no bound of its own (its
-    reservation assumed that bound): the route's cap field is appended as the body's last member,
-    which Ollama reads over anything the body said before. The judged bytes are unchanged before it.
-    Returns whether the body was bounded."""
+def bound_output(route: Route, body: JsonBody | BodyStream | None, limit: int) -> bool:
+    """Make Ollama stop after `limit` tokens (what the reservation assumed, `output_limit`) when the
+    request sets no bound of its own or a larger one: the route's cap field is appended as the body's
+    last member, which Ollama reads over anything the body said before. The judged bytes are
+    unchanged before it. Returns whether the body was bounded."""
     accounting = token_accounting(route.endpoint.key)
     cap = accounting.cap
-    if cap is None or accounting.cap_required or not isinstance(body, JsonBody):
+    if cap is None or not isinstance(body, JsonBody):
         return False
-    if requested_cap(route, body) is not None:
+    requested = requested_cap(route, body)
+    if requested is None and accounting.cap_required:
+        return False  # Ollama refuses it (no positive cap): left to say so
+    if requested is not None and requested <= limit:
         return False
     raw = body.raw.rstrip(b" \t\r\n")
     if not raw.endswith(b"}"):  # cannot happen for a judged body (a JSON object, nothing after it)
         return False
     head = raw[:-1].rstrip(b" \t\r\n")
-    body.raw = head + (b"" if head.endswith(b"{") else b",") + cap_member(cap, default_output) + b"}"
+    body.raw = head + (b"" if head.endswith(b"{") else b",") + cap_member(cap, limit) + b"}"
     return True
 
 
