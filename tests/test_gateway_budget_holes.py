@@ -446,17 +446,21 @@ def test_go_reads_the_appended_cap_over_the_body_and_keeps_the_other_options(tmp
         _bounded("/api/chat", b'{"model":"m","Options":{"num_predict":0,"top_k":2}}'),
         _bounded("/v1/chat/completions", b'{"model":"m","MAX_TOKENS":-1}'),
         _bounded("/v1/responses", b'{"model":"m","max_output_tokens":-5}'),
+        # INT64_MAX: Go would read MinInt64 (unbounded); the gateway reads no cap and appends its own
+        _bounded("/api/generate", b'{"model":"m","options":{"num_predict":9223372036854775807}}'),
+        _bounded("/api/chat", b'{"model":"m","options":{"num_predict":1000000000}}'),
     ]
     run = subprocess.run([go, "run", str(GO_DECODER)], input=b"\n".join(bodies) + b"\n", capture_output=True,
                          timeout=240, cwd=tmp_path, env={**os.environ, "GOFLAGS": "", "GO111MODULE": "off"})
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     seen = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [s.get("error") for s in seen] == [None] * 5
+    assert [s.get("error") for s in seen] == [None] * 7
     assert seen[0]["options"] == {"num_predict": 64, "temperature": 0.5, "seed": 3}
     assert seen[1]["options"] == {"num_predict": 64}
     assert seen[2]["options"] == {"num_predict": 64, "top_k": 2}
     assert seen[3]["max_tokens"] == 64
     assert seen[4]["max_output_tokens"] == 64
+    assert seen[5]["options"] == seen[6]["options"] == {"num_predict": 64}
 
 
 def test_through_serve_ollama_generates_no_more_than_was_reserved(tmp_path: Path) -> None:
