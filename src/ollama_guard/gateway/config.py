@@ -150,11 +150,11 @@ class GatewayConfig(BaseModel):
         "max_body_bytes", "max_blob_bytes", "global_concurrency", "max_json_depth", "workers",
         "max_json_elements", "max_control_body_bytes", "max_document_body_bytes", "token_reservation",
         "ready_max_audit_backlog",
-        "audit_max_backlog", "audit_reserve_ahead",
+        "audit_max_backlog", "audit_reserve_ahead", "max_inflight_body_bytes",
     )
     @classmethod
-    def _positive_int(cls, v: int) -> int:
-        if v < 1:
+    def _at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:  # None: unset (where the field allows it)
             raise ValueError("must be at least 1")
         return v
 
@@ -170,20 +170,6 @@ class GatewayConfig(BaseModel):
     def _positive_seconds(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("must be more than 0 seconds")
-        return v
-
-    @field_validator("shutdown_delay")
-    @classmethod
-    def _not_negative(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError("must be 0 or more")
-        return v
-
-    @field_validator("max_inflight_body_bytes")
-    @classmethod
-    def _optional_at_least_one(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError("must be at least 1")
         return v
 
     @property
@@ -203,17 +189,10 @@ class GatewayConfig(BaseModel):
             return self.max_blob_bytes
         return self.max_body_bytes
 
-    @field_validator("max_num_ctx", "max_keep_alive")
+    @field_validator("max_num_ctx", "max_keep_alive", "shutdown_delay", "ban_after")
     @classmethod
-    def _optional_positive(cls, v: float | None) -> float | None:
-        if v is not None and v < 0:
-            raise ValueError("must be 0 or more")
-        return v
-
-    @field_validator("ban_after")
-    @classmethod
-    def _non_negative_int(cls, v: int) -> int:
-        if v < 0:
+    def _zero_or_more(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:  # None: unset (where the field allows it)
             raise ValueError("must be 0 or more")
         return v
 
