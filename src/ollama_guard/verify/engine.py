@@ -245,23 +245,34 @@ def _template_findings(inv: Inventory, digest: str, header: GGUFHeader) -> list[
     return out
 
 
+class _TemplateSubject:
+    """What every template finding names: the models using the blob (or the blob), and its facts."""
+
+    def __init__(self, inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> None:
+        self.users = _users(inv, digest)
+        self.target = self.users[0] if len(self.users) == 1 else str(inv.blobs[digest].path)
+        self.title = f"{', '.join(self.users) or 'unused blob'}: {source.split(' ')[0]}"
+        self._facts = {"source": source, "digest": digest, "models": self.users, "length": length,
+                       "family": verdict.family}
+        self._verdict = verdict
+
+    def hits(self) -> list[dict[str, Any]]:
+        return [dict(e.as_dict(), pattern=e.id, excerpt=e.payload) for e in self._verdict.evidence[:20]]
+
+    def evidence(self, **more: Any) -> dict[str, Any]:
+        return {**self._facts, **more}
+
+
 def _template_finding(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
     if {e.id for e in verdict.evidence} == {"known-template"}:
-        users = _users(inv, digest)
+        subject = _TemplateSubject(inv, digest, source, length, verdict)
         return Finding(
             rule="known-template",
             severity=Severity.INFO,
-            target=users[0] if len(users) == 1 else str(inv.blobs[digest].path),
-            title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} is the known "
-            f"{verdict.family} template",
+            target=subject.target,
+            title=f"{subject.title} is the known {verdict.family} template",
             detail=f"The {source} is {verdict.evidence[0].detail}.",
-            evidence={
-                "source": source,
-                "digest": digest,
-                "models": users,
-                "length": length,
-                "family": verdict.family,
-            },
+            evidence=subject.evidence(),
             remediation="Nothing to do.",
         )
     if verdict.severity == Severity.INFO:
@@ -272,33 +283,25 @@ def _template_finding(inv: Inventory, digest: str, source: str, length: int, ver
 def _notes(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
     """Nothing suspicious, but worth a reviewer's glance: the links and addresses the template puts into the
     prompt (a contact line, a configured identity), guidance added after failed tool calls."""
-    users = _users(inv, digest)
+    subject = _TemplateSubject(inv, digest, source, length, verdict)
     notes = "; ".join(f"{e.id}: {e.detail}" for e in verdict.evidence[:10])
+    kinds = ", ".join(sorted({e.id for e in verdict.evidence}))
     return Finding(
         rule="template-notes",
         severity=Severity.INFO,
-        target=users[0] if len(users) == 1 else str(inv.blobs[digest].path),
-        title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} judged clean, with notes "
-        f"({', '.join(sorted({e.id for e in verdict.evidence}))})",
+        target=subject.target,
+        title=f"{subject.title} judged clean, with notes ({kinds})",
         detail=f"The {source} shows no sign of poisoning. Noted: {notes}.",
-        evidence={
-            "source": source,
-            "digest": digest,
-            "models": users,
-            "length": length,
-            "family": verdict.family,
-            "hits": [dict(e.as_dict(), pattern=e.id, excerpt=e.payload) for e in verdict.evidence[:20]],
-        },
+        evidence=subject.evidence(hits=subject.hits()),
         remediation="Nothing to do if the addresses are the publisher's own.",
     )
 
 
 def _suspicious(inv: Inventory, digest: str, source: str, length: int, verdict: Verdict) -> Finding:
-    users = _users(inv, digest)
+    subject = _TemplateSubject(inv, digest, source, length, verdict)
     worst = verdict.severity or Severity.INFO
     ids = sorted({e.id for e in verdict.evidence})
     first = max(verdict.evidence, key=lambda e: e.severity.rank)
-    target = users[0] if len(users) == 1 else str(inv.blobs[digest].path)
     sandbox = "jinja-sandbox-escape" in ids
     where = f"line {first.line}, column {first.column}"
     trigger = f" Trigger: {first.trigger}." if first.trigger else ""
@@ -307,20 +310,11 @@ def _suspicious(inv: Inventory, digest: str, source: str, length: int, verdict: 
     return Finding(
         rule="suspicious-template",
         severity=worst,
-        target=target,
-        title=f"{', '.join(users) or 'unused blob'}: {source.split(' ')[0]} shows signs of poisoning "
-        f"({', '.join(ids)})",
+        target=subject.target,
+        title=f"{subject.title} shows signs of poisoning ({', '.join(ids)})",
         detail=f"The {source} has {len(verdict.evidence)} suspicious spot(s). Worst ({first.id}, {where}): "
         f"{first.detail}.{trigger}{payload}{family}",
-        evidence={
-            "source": source,
-            "digest": digest,
-            "models": users,
-            "length": length,
-            "family": verdict.family,
-            "diff": verdict.diff[:80],
-            "hits": [dict(e.as_dict(), pattern=e.id, excerpt=e.payload) for e in verdict.evidence[:20]],
-        },
+        evidence=subject.evidence(diff=verdict.diff[:80], hits=subject.hits()),
         remediation="Read the whole template/prompt (`ollama show --template` / `--system`, or the GGUF "
         "tokenizer.chat_template). Compare it with the publisher's original; if it is not what it should be, "
         "remove the model and re-pull it from a trusted source.",
